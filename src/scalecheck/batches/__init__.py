@@ -1,0 +1,1 @@
+"""Stage 1: loader batches -> model inputs and targets (see ``_adapter``)."""

@@ -1,0 +1,178 @@
+"""``diagnose(model, loader)``: the one entry point, wiring the pipeline's stages together.
+
+batches -> session (monitors) -> measurements -> [trial] -> rules -> verdict -> Report
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import _validation as v
+from ._version import __version__
+from .errors import InvalidArgumentError
+from .findings import Finding
+from .report._report import Report, freeze_report
+from .rules._registry import Context, internal_error, run_rules, select_rules
+from .session._run import run_session
+from .verdict import decide
+
+__all__ = ["diagnose"]
+
+
+def diagnose(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    loss_fn: Callable[..., Tensor] | None = None,
+    prepare: Callable[[Any], Any] | None = None,
+    max_batches: int = 16,
+    seed: int = 0,
+    ignore: Iterable[str] | str = (),
+    trial: bool = False,
+    strict: bool = False,
+) -> Report:
+    """Tell whether badly scaled inputs are why *model* will not learn, with evidence.
+
+    Runs up to *max_batches* batches of *loader* through *model* (forward, loss and
+    ``torch.autograd.grad``), measuring per-feature input statistics, the pre-activations
+    of every nonlinearity, and the gradients, then applies the rules and returns a
+    :class:`~scalecheck.Report`. The model is borrowed: its parameters, buffers, ``.grad``,
+    ``training`` flags, hooks and the global RNG states are exactly as before afterwards,
+    also when something raises.
+
+    Args:
+        model: any ``torch.nn.Module``.
+        loader: any iterable of batches: a DataLoader, a list, a generator (consumed once).
+        loss_fn: ``loss_fn(model_output, targets) -> scalar tensor``; inferred when None
+            (MSE for float targets shaped like the output, cross-entropy for integer class
+            targets, the model's own ``.loss``, or a stated surrogate without targets).
+        prepare: ``prepare(batch) -> (inputs, targets)`` for loops that transform batches
+            (the reference case's ``inputs.float().view(-1, 1)``).
+        max_batches: how many batches to measure.
+        seed: seeds everything random inside (dropout, sampling); the caller's RNG states
+            are restored afterwards.
+        ignore: rule codes (``"SC101"``), code prefixes (``"SC2"``) or names to skip.
+        trial: reserved for the A/B training trial; must be False in this version.
+        strict: re-raise errors inside scalecheck's own monitors and rules instead of
+            reporting them as ``SC001 internal-error``.
+
+    Returns:
+        The :class:`~scalecheck.Report`.
+
+    Raises:
+        InvalidArgumentError: an argument has the wrong type or value.
+        LoaderError, BatchError, ModelError, LossError: the loader, a batch, the model or
+            the loss could not be used; the message says which batch and what to do.
+
+    Example:
+        >>> import scalecheck
+        >>> from scalecheck.reference import interpolation as ref
+        >>> scalecheck.diagnose(ref.make_model(), ref.make_loader(), trial=False).verdict.value
+        'stalling'
+        >>> loader = ref.make_loader(standardized=True)
+        >>> scalecheck.diagnose(ref.make_model(), loader, trial=False).verdict.value
+        'ok'
+    """
+    model = _check_model(model)
+    _check_loader(loader)
+    v.check_callable("loss_fn", loss_fn, hint="pass e.g. torch.nn.MSELoss() or None to infer.")
+    v.check_callable(
+        "prepare", prepare, hint="pass a function batch -> (inputs, targets), or None."
+    )
+    max_batches = v.check_int("max_batches", max_batches, minimum=1)
+    seed = v.check_int("seed", seed, minimum=0)
+    ignored = v.check_str_list("ignore", ignore)
+    v.check_bool("trial", trial)
+    v.check_bool("strict", strict)
+    rules = select_rules(ignored)
+    if torch.is_inference_mode_enabled():
+        raise InvalidArgumentError(
+            "diagnose() needs autograd, but it was called inside torch.inference_mode(). "
+            "Call it outside that context."
+        )
+    started = time.perf_counter()
+    session = run_session(
+        model,
+        loader,
+        loss_fn=loss_fn,
+        prepare=prepare,
+        max_batches=max_batches,
+        seed=seed,
+        strict=strict,
+        keep_batches=False,
+    )
+    measurements = session.measurements
+    findings: list[Finding] = [internal_error(stage, exc) for stage, exc in session.internal_errors]
+    findings += run_rules(Context(measurements), rules, strict=strict)
+    findings.sort(key=lambda f: (-f.severity.rank, f.code, f.where))
+    verdict, summary = decide(findings, measurements)
+    report = Report(
+        verdict=verdict,
+        summary=summary,
+        findings=tuple(findings),
+        measurements=measurements,
+        trial=None,
+        meta={
+            "scalecheck": __version__,
+            "torch": torch.__version__.split("+")[0],
+            "numpy": np.__version__,
+            "seconds": round(time.perf_counter() - started, 4),
+            "seed": seed,
+            "max_batches": max_batches,
+            "ignore": list(ignored),
+            "model": type(model).__name__,
+        },
+    )
+    return freeze_report(report)
+
+
+def _check_model(model: Any) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        hint = ""
+        if isinstance(model, dict):
+            hint = " It looks like a state_dict: load it into the model first."
+        elif isinstance(model, Tensor):
+            hint = " It is a tensor: pass the network itself, not its output."
+        raise InvalidArgumentError(
+            f"model must be a torch.nn.Module, got {v.describe(model)}.{hint}"
+        )
+    params = list(model.parameters())
+    if not params:
+        raise InvalidArgumentError(
+            f"model ({type(model).__name__}) has no parameters, so there is nothing to train "
+            "and nothing to diagnose. Pass the network whose training stalls."
+        )
+    if not any(p.requires_grad for p in params):
+        raise InvalidArgumentError(
+            f"model ({type(model).__name__}) has no trainable parameters (every parameter has "
+            "requires_grad=False). Unfreeze the part you train, or pass that part."
+        )
+    return model
+
+
+def _check_loader(loader: Any) -> None:
+    if isinstance(loader, (str, bytes)):
+        raise InvalidArgumentError(
+            f"loader must be an iterable of batches, got {v.describe(loader)}."
+        )
+    if isinstance(loader, (Tensor, np.ndarray)):
+        raise InvalidArgumentError(
+            f"loader must be an iterable of batches, got a single {type(loader).__name__} "
+            f"of shape {tuple(loader.shape)}. To diagnose on one batch, pass [x] or [(x, y)]."
+        )
+    if isinstance(loader, dict):
+        raise InvalidArgumentError(
+            "loader must be an iterable of batches, got a dict (iterating it yields its "
+            "keys). To diagnose on one dict batch, pass [batch]."
+        )
+    if not (hasattr(loader, "__iter__") or hasattr(loader, "__getitem__")):
+        raise InvalidArgumentError(
+            f"loader must be an iterable of batches (a DataLoader, a list of batches, a "
+            f"generator), got {v.describe(loader)}."
+        )

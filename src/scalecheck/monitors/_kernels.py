@@ -1,0 +1,244 @@
+"""Pure statistics kernels: tensors in, tensors out, no state.
+
+The monitors keep their state in the records defined here and update it with these
+functions. Every state is a set of *sufficient statistics* (counts, means with M2 in the
+parallel-variance form, minima, maxima, sums) and every state has an exact, associative
+and commutative ``merge`` whose identity is the ``empty`` state, so that states from
+several batches, several processes or several machines combine into the answer one pass
+over all the data would give (Chan, Golub & LeVeque 1979, "Updating formulae and a pairwise
+algorithm for computing sample variances").
+
+Precision (see ../shared/PERF_NOTES.md): per-batch reductions run in float64 for inputs and
+targets (small tensors, exactness matters: the fix is built from them) and in float32 for
+activations (large tensors); the running state is always float64. Means are computed with a
+second pass around the batch mean, never as ``E[x^2] - E[x]^2``, which returns 0 for data with
+mean 1e4 and std 1 in float32.
+
+Example:
+    >>> import torch
+    >>> x = torch.tensor([[1.0, 10.0], [3.0, 30.0]])
+    >>> m = masked_moments(x, dims=(0,))
+    >>> m.mean.tolist(), variance(m).tolist()
+    ([2.0, 20.0], [1.0, 100.0])
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Gram",
+    "Moments",
+    "batch_gram",
+    "empty_gram",
+    "empty_moments",
+    "fast_moments",
+    "masked_moments",
+    "merge_gram",
+    "merge_moments",
+    "variance",
+]
+
+_F64 = torch.float64
+
+
+class Moments(NamedTuple):
+    """Streaming per-feature moments (all float64 tensors of shape ``[F]``).
+
+    Attributes:
+        n: number of finite values seen per feature.
+        mean: their mean.
+        m2: sum of squared deviations from the mean (``n * variance``).
+        min: smallest finite value (``+inf`` when ``n == 0``).
+        max: largest finite value (``-inf`` when ``n == 0``).
+        nonfinite: number of NaN or infinite values seen (always 0 for :func:`fast_moments`,
+            which lets non-finite values propagate into ``mean`` instead).
+        zeros: number of values exactly equal to zero.
+    """
+
+    n: Tensor
+    mean: Tensor
+    m2: Tensor
+    min: Tensor
+    max: Tensor
+    nonfinite: Tensor
+    zeros: Tensor
+
+
+def empty_moments(features: int, device: torch.device | str = "cpu") -> Moments:
+    """The identity of :func:`merge_moments` for *features* features."""
+    zeros = torch.zeros(features, dtype=_F64, device=device)
+    return Moments(
+        n=zeros,
+        mean=zeros.clone(),
+        m2=zeros.clone(),
+        min=torch.full((features,), float("inf"), dtype=_F64, device=device),
+        max=torch.full((features,), float("-inf"), dtype=_F64, device=device),
+        nonfinite=zeros.clone(),
+        zeros=zeros.clone(),
+    )
+
+
+def masked_moments(x: Tensor, dims: tuple[int, ...]) -> Moments:
+    """Exact float64 moments of *x* reduced over *dims*, ignoring (and counting) NaN/inf.
+
+    Args:
+        x: any real tensor (integer, bool, float of any width).
+        dims: the dimensions to reduce (at least one); the remaining dimension (at most
+            one) indexes the features.
+
+    Returns:
+        The batch's :class:`Moments`, shape ``[F]``.
+    """
+    x = x.detach().to(_F64)
+    finite = torch.isfinite(x)
+    n = finite.sum(dims, dtype=_F64)
+    values = torch.where(finite, x, 0.0)
+    safe_n = torch.where(n > 0, n, 1.0)
+    mean = values.sum(dims, dtype=_F64) / safe_n
+    centred = torch.where(finite, x - _keep(mean, x, dims), 0.0)
+    m2 = (centred * centred).sum(dims)
+    lo = torch.where(finite, x, float("inf")).amin(dims)
+    hi = torch.where(finite, x, float("-inf")).amax(dims)
+    nonfinite = (~finite).sum(dims, dtype=_F64)
+    zeros = (x == 0).sum(dims, dtype=_F64)
+    return Moments(n, mean, m2, lo, hi, nonfinite, zeros)
+
+
+def fast_moments(x: Tensor, dims: tuple[int, ...]) -> Moments:
+    """Moments of a large float tensor reduced over *dims*, computed in float32.
+
+    No masking: a NaN or infinity anywhere in a feature makes that feature's mean and
+    ``m2`` non-finite, which the caller reports. Zeros are not counted (``zeros`` is 0).
+    Two passes (sum, then squared deviations around the batch mean) keep the variance
+    exact for offset data.
+    """
+    x = x.detach()
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    count = x.numel() // max(1, _numel_kept(x, dims))
+    mean = x.sum(dims) / count
+    centred = x - _keep(mean, x, dims)
+    m2 = centred.square_().sum(dims)
+    n = torch.full_like(mean, float(count), dtype=_F64)
+    return Moments(
+        n=n,
+        mean=mean.to(_F64),
+        m2=m2.to(_F64),
+        min=x.amin(dims).to(_F64),
+        max=x.amax(dims).to(_F64),
+        nonfinite=torch.zeros_like(n),
+        zeros=torch.zeros_like(n),
+    )
+
+
+def merge_moments(a: Moments, b: Moments) -> Moments:
+    """Combine two states exactly (Chan et al.'s parallel update), in float64.
+
+    Associative and commutative up to float64 rounding; ``empty_moments`` is the identity.
+    """
+    n = a.n + b.n
+    safe_n = torch.where(n > 0, n, 1.0)
+    delta = b.mean - a.mean
+    # Where one side is empty its mean must not leak in (it is 0 by construction, but
+    # a NaN mean from a non-finite batch must stay visible only where it was measured).
+    mean = torch.where(b.n > 0, a.mean + delta * (b.n / safe_n), a.mean)
+    mean = torch.where(a.n > 0, mean, b.mean)
+    m2 = torch.where(
+        (a.n > 0) & (b.n > 0),
+        a.m2 + b.m2 + delta * delta * (a.n * b.n / safe_n),
+        a.m2 + b.m2,
+    )
+    return Moments(
+        n=n,
+        mean=mean,
+        m2=m2,
+        min=torch.minimum(a.min, b.min),
+        max=torch.maximum(a.max, b.max),
+        nonfinite=a.nonfinite + b.nonfinite,
+        zeros=a.zeros + b.zeros,
+    )
+
+
+def variance(m: Moments) -> Tensor:
+    """Population variance per feature (0 where nothing was seen)."""
+    return m.m2 / torch.where(m.n > 0, m.n, 1.0)
+
+
+class Gram(NamedTuple):
+    """Streaming second-moment matrix of a feature vector, kept around a fixed shift.
+
+    The state holds, over the ``n`` rows whose features were all finite, the sums
+    ``s = sum(x - shift)`` and ``g = sum((x - shift)(x - shift)^T)``. Keeping it around a
+    shift close to the mean (the first batch's mean) avoids the cancellation that
+    ``sum(x x^T)`` suffers for offset data. :func:`merge_gram` re-expresses one state
+    around the other's shift exactly, so states with different shifts still merge.
+    """
+
+    n: Tensor  # float64 scalar
+    shift: Tensor  # float64 [F]
+    s: Tensor  # float64 [F]
+    g: Tensor  # float64 [F, F]
+
+
+def empty_gram(features: int, device: torch.device | str = "cpu") -> Gram:
+    """The identity of :func:`merge_gram` (shift 0)."""
+    return Gram(
+        n=torch.zeros((), dtype=_F64, device=device),
+        shift=torch.zeros(features, dtype=_F64, device=device),
+        s=torch.zeros(features, dtype=_F64, device=device),
+        g=torch.zeros(features, features, dtype=_F64, device=device),
+    )
+
+
+def batch_gram(rows: Tensor, shift: Tensor) -> Gram:
+    """The Gram state of one batch of *rows* (``[N, F]``) around *shift* (``[F]``).
+
+    Rows with any non-finite feature are left out (and not counted).
+    """
+    rows = rows.detach().to(_F64)
+    finite_rows = torch.isfinite(rows).all(dim=1, keepdim=True)
+    centred = torch.where(finite_rows, rows - shift, 0.0)
+    return Gram(
+        n=finite_rows.sum(dtype=_F64),
+        shift=shift,
+        s=centred.sum(0),
+        g=centred.T @ centred,
+    )
+
+
+def merge_gram(a: Gram, b: Gram) -> Gram:
+    """Combine two Gram states exactly, expressing *b* around *a*'s shift.
+
+    With ``d = b.shift - a.shift``: ``sum(y + d)(y + d)^T = g + s d^T + d s^T + n d d^T``.
+    The result keeps *a*'s shift unless *a* is empty, in which case it keeps *b*'s.
+    """
+    d = b.shift - a.shift
+    s_b = b.s + b.n * d
+    g_b = b.g + torch.outer(b.s, d) + torch.outer(d, b.s) + b.n * torch.outer(d, d)
+    merged = Gram(n=a.n + b.n, shift=a.shift, s=a.s + s_b, g=a.g + g_b)
+    empty_a = a.n == 0
+    return Gram(
+        n=merged.n,
+        shift=torch.where(empty_a, b.shift, merged.shift),
+        s=torch.where(empty_a, b.s, merged.s),
+        g=torch.where(empty_a, b.g, merged.g),
+    )
+
+
+def _keep(reduced: Tensor, like: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Reshape a reduced tensor so that it broadcasts against the original *like*."""
+    shape = [1 if d in {dd % like.dim() for dd in dims} else s for d, s in enumerate(like.shape)]
+    return reduced.reshape(shape)
+
+
+def _numel_kept(x: Tensor, dims: tuple[int, ...]) -> int:
+    kept = {d % x.dim() for d in dims}
+    out = 1
+    for d, size in enumerate(x.shape):
+        if d not in kept:
+            out *= size
+    return out

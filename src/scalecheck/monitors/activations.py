@@ -1,0 +1,690 @@
+"""Every nonlinearity call, module or functional, measured at its pre-activation.
+
+Module hooks miss ``torch.tanh(x)`` written inside a ``forward``; a
+:class:`torch.overrides.TorchFunctionMode` sees ``nn.Tanh``, ``torch.tanh``, ``F.tanh`` and
+``x.tanh_()`` alike. :class:`ActivationMonitor` installs one such mode around each forward
+pass and keeps, per *call site* (``module path:function#k``) and per unit, streaming
+statistics of the values that go into the nonlinearity:
+
+- moments, min and max (float64 state, float32 per-batch reductions);
+- how many values lie where the derivative is *exactly* zero in the dtype computed in, and
+  how many in the near-saturated band (:mod:`.nonlinearities`);
+- for softmax, how many rows have a maximum probability of exactly 1 (and above 1 - 1e-6);
+- a histogram of ``asinh(z)`` over a fixed random sample of each call's values.
+
+On the first batch only, the mode also traces how the model's inputs flow into the network
+(:class:`Structure`): which parametrized operation consumes each input first (the *input
+layer*), whether a normalization layer consumes it, whether an integer input is converted
+to floating point (a feature) or fed to an embedding (ids), and which nonlinearity sites are
+fed by the input layer. Later batches only pay for the nonlinearity lookups.
+
+Counting uses the sign trick from ../shared/PERF_NOTES.md (``(z - t).relu_().sign_().sum()``)
+rather than boolean reductions, which are 5-40x slower on CPU. Nothing here synchronizes
+with the device: numbers reach the host once, in :meth:`ActivationMonitor.results`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from ..measurements import ActivationStats, Histogram
+from ..session._tracker import ModuleTracker
+from . import nonlinearities as nls
+from ._kernels import Moments, empty_moments, fast_moments, merge_moments, variance
+
+__all__ = ["HIST_BINS", "HIST_RANGE", "ActivationMonitor", "Consumer", "Structure"]
+
+#: Histogram of asinh(z) over [-HIST_RANGE, HIST_RANGE] in HIST_BINS bins
+#: (asinh(16) covers |z| up to 4.4e6; values beyond land in the edge bins).
+HIST_BINS = 64
+HIST_RANGE = 16.0
+#: Values sampled per call for the histogram (fixed random positions, seeded).
+HIST_SAMPLE = 4096
+#: Per-unit statistics are kept for at most this many units per site; wider sites keep
+#: site-level statistics only.
+MAX_UNITS = 8192
+
+_SOFTMAX_NEAR = 1e-6
+
+# Parametrized operations that can be an "input layer", with the memory layout they imply
+# for a following 3-D activation (channels first for convolutions and batch norm).
+_LAYER_OPS: dict[Any, str] = {}
+_NORM_OPS: dict[Any, str] = {}
+_LAYOUT: dict[str, str] = {}
+
+
+def _add(table: dict[Any, str], kind: str, layout: str | None, *fns: Any) -> None:
+    for fn in fns:
+        if fn is not None:
+            table[fn] = kind
+    if layout:
+        _LAYOUT[kind] = layout
+
+
+def _get(obj: Any, name: str) -> Any:
+    return getattr(obj, name, None)
+
+
+_add(_LAYER_OPS, "linear", "last", F.linear, F.bilinear)
+_add(
+    _LAYER_OPS,
+    "conv",
+    "first",
+    F.conv1d,
+    F.conv2d,
+    F.conv3d,
+    F.conv_transpose1d,
+    F.conv_transpose2d,
+    F.conv_transpose3d,
+)
+_add(
+    _LAYER_OPS,
+    "matmul",
+    "last",
+    torch.matmul,
+    torch.Tensor.matmul,
+    torch.Tensor.__matmul__,
+    torch.Tensor.__rmatmul__,
+    torch.mm,
+    torch.Tensor.mm,
+    torch.bmm,
+    torch.addmm,
+    torch.einsum,
+)
+_add(_LAYER_OPS, "embedding", "last", F.embedding, F.embedding_bag)
+_add(_LAYER_OPS, "one_hot", "last", F.one_hot)
+_add(
+    _LAYER_OPS,
+    "rnn",
+    "last",
+    *(_get(torch, n) for n in ("lstm", "gru", "rnn_tanh", "rnn_relu")),
+    *(_get(torch._VF, n) for n in ("lstm", "gru", "rnn_tanh", "rnn_relu")),
+)
+_add(
+    _LAYER_OPS,
+    "attention",
+    "last",
+    F.multi_head_attention_forward,
+    _get(F, "scaled_dot_product_attention"),
+)
+_add(_NORM_OPS, "batch_norm", "first", F.batch_norm)
+_add(_NORM_OPS, "instance_norm", "first", F.instance_norm)
+_add(_NORM_OPS, "group_norm", "first", F.group_norm)
+_add(_NORM_OPS, "layer_norm", "last", F.layer_norm, _get(F, "rms_norm"))
+
+# Operations that only move, cast or copy values: an input that passes through them is
+# still "the raw input" as far as scale is concerned.
+_PASSTHROUGH = {
+    "view",
+    "reshape",
+    "flatten",
+    "unflatten",
+    "unsqueeze",
+    "squeeze",
+    "permute",
+    "transpose",
+    "t",
+    "T",
+    "mT",
+    "contiguous",
+    "float",
+    "double",
+    "half",
+    "bfloat16",
+    "to",
+    "type",
+    "clone",
+    "__getitem__",
+    "expand",
+    "expand_as",
+    "narrow",
+    "select",
+    "cat",
+    "concat",
+    "concatenate",
+    "stack",
+    "hstack",
+    "vstack",
+    "detach",
+    "requires_grad_",
+    "movedim",
+    "moveaxis",
+    "repeat",
+    "split",
+    "chunk",
+    "unbind",
+    "view_as",
+    "reshape_as",
+    "cpu",
+    "cuda",
+    "__get__",
+}
+
+_CATEGORICAL = {"embedding", "one_hot"}
+
+
+@dataclass
+class Consumer:
+    """The first operation that consumed one model input."""
+
+    op: str
+    module: str
+    params: tuple[str, ...]
+
+
+@dataclass
+class Structure:
+    """How the inputs flow into the network, traced on the first batch."""
+
+    consumers: dict[str, Consumer] = field(default_factory=dict)
+    categorical: set[str] = field(default_factory=set)
+    converted_to_float: set[str] = field(default_factory=set)
+    transformed_by: dict[str, list[str]] = field(default_factory=dict)
+    input_layer_sites: dict[str, str] = field(default_factory=dict)  # site -> fed-by module
+    layer_params: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Site:
+    name: str
+    module: str
+    nl: nls.Nonlinearity
+    dtype: torch.dtype
+    axis: int | None
+    units: int
+    exact: nls.Bounds | None
+    near: nls.Bounds | None
+    moments: Moments
+    exact_count: Tensor
+    near_count: Tensor
+    hist: Tensor
+    calls: int = 0
+    per_unit: bool = True
+    rows: Tensor | None = None
+    rows_exact: Tensor | None = None
+    rows_near: Tensor | None = None
+
+
+class ActivationMonitor:
+    """Measures every nonlinearity call during the forwards run inside :meth:`watch`.
+
+    Args:
+        tracker: names the module running when a nonlinearity is called.
+        param_names: ``id(parameter) -> qualified name`` for the user's model.
+        device: where the state lives (the model's device).
+        seed: seeds the histogram's sample positions.
+        on_error: called with an exception raised inside the monitor; the monitor then
+            stops measuring (the user's forward is never disturbed).
+    """
+
+    def __init__(
+        self,
+        tracker: ModuleTracker,
+        param_names: dict[int, str],
+        device: torch.device,
+        seed: int,
+        on_error: Any,
+    ) -> None:
+        self.tracker = tracker
+        self.param_names = param_names
+        self.device = device
+        self.seed = seed
+        self.on_error = on_error
+        self.sites: dict[str, _Site] = {}
+        self.structure = Structure()
+        self.enabled = True
+        self.tracing = False
+        self._raw: dict[int, tuple[Tensor, str]] = {}
+        self._first: dict[int, tuple[Tensor, str]] = {}
+        self._layout = "last"
+        self._sample_idx: dict[tuple[int, str], Tensor] = {}
+
+    # -- the mode -----------------------------------------------------------------------
+    def watch(self, inputs: dict[str, Tensor], *, trace: bool) -> _Mode:
+        """A context manager that measures one forward pass.
+
+        Args:
+            inputs: the model's input tensors by name (traced when *trace* is true).
+            trace: follow the inputs into the network (the first batch).
+        """
+        self.tracing = trace and self.enabled
+        self._raw = {id(t): (t, name) for name, t in inputs.items()} if self.tracing else {}
+        self._first = {}
+        self._layout = "last"
+        return _Mode(self)
+
+    def end_forward(self) -> None:
+        """Drop the references the tracer kept during the forward pass."""
+        self.tracing = False
+        self._raw.clear()
+        self._first.clear()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.enabled = False
+        self.tracing = False
+        self.on_error("activation monitor", exc)
+
+    # -- observation ----------------------------------------------------------------------
+    def before(
+        self, nl: nls.Nonlinearity, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> str | None:
+        """Measure the input of an elementwise nonlinearity; returns the site name."""
+        z = args[0]
+        name = self.tracker.call_site(nl.name)
+        if self.tracing and id(z) in self._first:
+            self.structure.input_layer_sites.setdefault(name, self._first[id(z)][1])
+        if nl.family == "softmax":
+            return name  # measured after the call, from its output
+        site = self.sites.get(name)
+        options = nl.options(args, kwargs)
+        if site is None:
+            site = self._new_site(name, nl, z, options, dim=None)
+        self._update(site, z)
+        return name
+
+    def after(
+        self,
+        nl: nls.Nonlinearity,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        out: Any,
+    ) -> None:
+        """Measure a softmax call from its input (logits) and output (probabilities)."""
+        if not isinstance(out, Tensor):
+            return
+        z = args[0]
+        options = dict(nl.options(args, kwargs))
+        dim = options.get("dim")
+        if dim is None:
+            dim = 0 if z.dim() in (0, 1, 3) else 1
+        site = self.sites.get(name)
+        if site is None:
+            site = self._new_site(name, nl, z, (), dim=dim)
+        self._update(site, z)
+        probs = out.detach()
+        top = probs.amax(dim) if probs.dim() > 0 else probs
+        below_one = 1.0 - torch.finfo(probs.dtype).eps / 2  # the largest value below 1
+        with torch.no_grad():
+            exact = (top - below_one).relu_().sign_().sum(dtype=torch.float32)
+            near = (top - (1.0 - _SOFTMAX_NEAR)).relu_().sign_().sum(dtype=torch.float32)
+        assert site.rows is not None and site.rows_exact is not None and site.rows_near is not None
+        site.rows += top.numel()
+        site.rows_exact += exact.to(torch.float64)
+        site.rows_near += near.to(torch.float64)
+
+    def trace(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """Follow the inputs one operation further (first batch only)."""
+        kind = _LAYER_OPS.get(func) or _NORM_OPS.get(func) if _hashable(func) else None
+        ins = list(_tensors(args, kwargs))
+        raw = [self._raw[id(t)] for t in ins if id(t) in self._raw]
+        params = tuple(self.param_names[id(t)] for t in ins if id(t) in self.param_names)
+        is_norm = kind is not None and func in _NORM_OPS
+        is_layer = kind is not None and (is_norm or params or kind in _CATEGORICAL)
+        if is_layer and kind in _LAYOUT:
+            self._layout = _LAYOUT[kind]
+        outs = list(_tensors(out, {}))
+        module = self.tracker.current
+        if raw:
+            input_names = {name for _, name in raw}
+            if is_layer:
+                assert kind is not None
+                for _src, name in raw:
+                    if name not in self.structure.consumers:
+                        self.structure.consumers[name] = Consumer(kind, module, params)
+                        self.structure.layer_params.update(params)
+                    if kind in _CATEGORICAL:
+                        self.structure.categorical.add(name)
+                for t in outs:
+                    self._first[id(t)] = (t, module)
+                return
+            op_name = _op_name(func)
+            for src, name in raw:
+                if not src.is_floating_point() and any(t.is_floating_point() for t in outs):
+                    self.structure.converted_to_float.add(name)
+            if op_name not in _PASSTHROUGH:
+                for name in input_names:
+                    self.structure.transformed_by.setdefault(name, [])
+                    if op_name not in self.structure.transformed_by[name]:
+                        self.structure.transformed_by[name].append(op_name)
+            first_name = raw[0][1]
+            for t in outs:
+                self._raw[id(t)] = (t, first_name)
+            return
+        fed = [self._first[id(t)] for t in ins if id(t) in self._first]
+        if fed and not is_layer:
+            for t in outs:
+                self._first[id(t)] = (t, fed[0][1])
+
+    # -- state --------------------------------------------------------------------------
+    def _new_site(
+        self,
+        name: str,
+        nl: nls.Nonlinearity,
+        z: Tensor,
+        options: tuple[tuple[str, Any], ...],
+        dim: int | None,
+    ) -> _Site:
+        axis = dim if dim is not None else self._unit_axis(z)
+        units = 1 if axis is None else z.shape[axis]
+        per_unit = units <= MAX_UNITS
+        if not per_unit:
+            axis, units = None, 1
+        exact = near = None
+        if nl.family != "softmax":
+            exact = nls.zero_derivative_bounds(nl.name, z.dtype, options)
+            near = nls.near_zero_bounds(nl.name, options)
+        zeros = torch.zeros(units, dtype=torch.float64, device=self.device)
+        site = _Site(
+            name=name,
+            module=name.split(":", 1)[0],
+            nl=nl,
+            dtype=z.dtype,
+            axis=axis,
+            units=units,
+            exact=exact,
+            near=near,
+            moments=empty_moments(units, self.device),
+            exact_count=zeros,
+            near_count=zeros.clone(),
+            hist=torch.zeros(HIST_BINS, dtype=torch.float64, device=self.device),
+            per_unit=per_unit,
+        )
+        if nl.family == "softmax":
+            site.rows = torch.zeros((), dtype=torch.float64, device=self.device)
+            site.rows_exact = site.rows.clone()
+            site.rows_near = site.rows.clone()
+        self.sites[name] = site
+        return site
+
+    def _unit_axis(self, z: Tensor) -> int | None:
+        if z.dim() <= 1:
+            return None
+        if z.dim() == 2:
+            return 1
+        if z.dim() >= 4:
+            return 1
+        return 1 if self._layout == "first" else z.dim() - 1
+
+    def _update(self, site: _Site, z: Tensor) -> None:
+        if z.numel() == 0:
+            return
+        with torch.no_grad(), _no_autocast(z):
+            zd = z.detach()
+            axis = site.axis
+            if axis is not None and (zd.dim() <= axis or zd.shape[axis] != site.units):
+                _collapse(site)
+                axis = None
+            dims = tuple(d for d in range(zd.dim()) if d != axis) if axis is not None else None
+            if dims is None:
+                zd_flat = zd.reshape(-1, 1)
+                dims_used: tuple[int, ...] = (0,)
+            else:
+                zd_flat = zd
+                dims_used = dims
+            site.moments = merge_moments(site.moments, fast_moments(zd_flat, dims_used))
+            if site.exact is not None and site.near is not None:
+                site.exact_count += _beyond(zd_flat, site.exact, dims_used)
+                site.near_count += _beyond(zd_flat, site.near, dims_used)
+            site.hist += self._histogram(site, zd)
+            site.calls += 1
+
+    def _histogram(self, site: _Site, z: Tensor) -> Tensor:
+        n = z.numel()
+        if n > HIST_SAMPLE:
+            key = (n, site.name)
+            idx = self._sample_idx.get(key)
+            if idx is None:
+                gen = torch.Generator().manual_seed(self.seed)
+                idx = torch.randint(n, (HIST_SAMPLE,), generator=gen).to(z.device)
+                self._sample_idx[key] = idx
+            sample = torch.take(z, idx)
+        else:
+            sample = z.reshape(-1)
+        u = torch.asinh(sample.float()).clamp_(-HIST_RANGE, HIST_RANGE)
+        return torch.histc(u, bins=HIST_BINS, min=-HIST_RANGE, max=HIST_RANGE).to(torch.float64)
+
+    # -- results ------------------------------------------------------------------------
+    def results(self) -> tuple[ActivationStats, ...]:
+        """Move the state to the host once and freeze it into measurement records."""
+        out = []
+        for site in self.sites.values():
+            if site.calls == 0:
+                continue
+            m = site.moments
+            host = [
+                t.cpu()
+                for t in (
+                    m.n,
+                    m.mean,
+                    variance(m),
+                    m.min,
+                    m.max,
+                    site.exact_count,
+                    site.near_count,
+                    site.hist,
+                )
+            ]
+            n, mean, var, lo, hi, exact, near, hist = (t.double().numpy() for t in host)
+            total = float(n.sum())
+            collapsed = _collapse_numpy(n, mean, var)
+            dead = stuck = 0
+            if site.nl.family == "rectifier" and site.exact is not None:
+                dead = int(((hi <= site.exact.lo) & (n > 0)).sum())
+            if site.nl.family == "saturating":
+                stuck = int(((exact >= n) & (n > 0)).sum())
+            rows = rows_exact = rows_near = None
+            if site.rows is not None:
+                rows = float(site.rows.cpu())
+                rows_exact = float(site.rows_exact.cpu()) if site.rows_exact is not None else None
+                rows_near = float(site.rows_near.cpu()) if site.rows_near is not None else None
+            fed_by = self.structure.input_layer_sites.get(site.name)
+            out.append(
+                ActivationStats(
+                    site=site.name,
+                    module=site.module,
+                    function=site.nl.name,
+                    family=site.nl.family,
+                    dtype=str(site.dtype).replace("torch.", ""),
+                    input_layer=fed_by is not None,
+                    fed_by=fed_by,
+                    calls=site.calls,
+                    count=int(total),
+                    units=site.units if site.per_unit else 0,
+                    exact_lo=site.exact.lo if site.exact else None,
+                    exact_hi=site.exact.hi if site.exact else None,
+                    near_lo=site.near.lo if site.near else None,
+                    near_hi=site.near.hi if site.near else None,
+                    exact_fraction=_ratio(exact.sum(), total) if site.exact else None,
+                    near_fraction=_ratio(near.sum(), total) if site.near else None,
+                    dead_units=dead,
+                    saturated_units=stuck,
+                    mean=collapsed[0],
+                    std=collapsed[1],
+                    min=_finite_or_none(lo.min()) if lo.size else None,
+                    max=_finite_or_none(hi.max()) if hi.size else None,
+                    unit_mean=tuple(_finite_or_none(v) for v in mean) if site.per_unit else (),
+                    unit_std=tuple(_finite_or_none(math.sqrt(v)) if v >= 0 else None for v in var)
+                    if site.per_unit
+                    else (),
+                    unit_exact_fraction=tuple(_ratio(e, c) for e, c in zip(exact, n, strict=True))
+                    if site.per_unit and site.exact
+                    else (),
+                    histogram=Histogram(
+                        lo=-HIST_RANGE,
+                        hi=HIST_RANGE,
+                        transform="asinh",
+                        counts=tuple(int(c) for c in hist),
+                    ),
+                    nonfinite=bool(
+                        not math.isfinite(float(mean.sum())) or not math.isfinite(float(var.sum()))
+                    ),
+                    softmax_rows=int(rows) if rows is not None else None,
+                    softmax_saturated_fraction=_ratio(rows_exact, rows) if rows else None,
+                    softmax_near_fraction=_ratio(rows_near, rows) if rows else None,
+                )
+            )
+        return tuple(out)
+
+
+class _Mode(TorchFunctionMode):
+    """The TorchFunctionMode that feeds :class:`ActivationMonitor`.
+
+    Inside ``__torch_function__`` torch disables the mode, so the monitor's own tensor
+    operations are not intercepted, and nested calls made by ``func`` (``F.relu`` calling
+    ``torch.relu``) are seen once, under the outermost name.
+    """
+
+    def __init__(self, monitor: ActivationMonitor) -> None:
+        super().__init__()
+        self.monitor = monitor
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        mon = self.monitor
+        nl = nls.lookup(func) if mon.enabled else None
+        site = None
+        if (
+            nl is not None
+            and args
+            and isinstance(args[0], Tensor)
+            and (args[0].is_floating_point())
+        ):
+            try:
+                site = mon.before(nl, args, kwargs)
+            except Exception as exc:  # never let the monitor break the user's forward
+                mon._fail(exc)
+        out = func(*args, **kwargs)
+        if mon.enabled:
+            try:
+                if site is not None and nl is not None and nl.family == "softmax":
+                    mon.after(nl, site, args, kwargs, out)
+                if mon.tracing:
+                    mon.trace(func, args, kwargs, out)
+            except Exception as exc:
+                mon._fail(exc)
+        return out
+
+
+def _beyond(z: Tensor, bounds: nls.Bounds, dims: tuple[int, ...]) -> Tensor:
+    """Per-unit count of values with ``z < bounds.lo`` or ``z > bounds.hi`` (float64)."""
+    lo, hi = bounds.lo, bounds.hi
+    if math.isinf(lo) and math.isinf(hi):
+        return torch.zeros((), dtype=torch.float64, device=z.device)
+    if lo == -hi:
+        counts = (z.abs() - hi).relu_().sign_().sum(dims, dtype=torch.float32)
+    else:
+        counts = torch.zeros((), dtype=torch.float32, device=z.device)
+        if not math.isinf(hi):
+            counts = counts + (z - hi).relu_().sign_().sum(dims, dtype=torch.float32)
+        if not math.isinf(lo):
+            counts = counts + (lo - z).relu_().sign_().sum(dims, dtype=torch.float32)
+    return counts.to(torch.float64)
+
+
+def _collapse(site: _Site) -> None:
+    """Turn per-unit state into site-level state (the unit count changed between calls)."""
+    m = site.moments
+    n_total = m.n.sum()
+    safe = torch.where(n_total > 0, n_total, 1.0)
+    mean = (m.n * m.mean).sum() / safe
+    m2 = m.m2.sum() + (m.n * (m.mean - mean) ** 2).sum()
+    site.moments = Moments(
+        n=n_total.reshape(1),
+        mean=mean.reshape(1),
+        m2=m2.reshape(1),
+        min=m.min.amin().reshape(1),
+        max=m.max.amax().reshape(1),
+        nonfinite=m.nonfinite.sum().reshape(1),
+        zeros=m.zeros.sum().reshape(1),
+    )
+    site.exact_count = site.exact_count.sum().reshape(1)
+    site.near_count = site.near_count.sum().reshape(1)
+    site.axis = None
+    site.units = 1
+    site.per_unit = False
+
+
+def _collapse_numpy(n: Any, mean: Any, var: Any) -> tuple[float | None, float | None]:
+    total = float(n.sum())
+    if total <= 0:
+        return None, None
+    mu = float((n * mean).sum() / total)
+    v = float((n * var).sum() / total + (n * (mean - mu) ** 2).sum() / total)
+    return _finite_or_none(mu), _finite_or_none(math.sqrt(v)) if v >= 0 else None
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    if b is None:
+        return None
+    a, b = float(a), float(b)
+    if b <= 0 or not math.isfinite(a):
+        return None
+    return a / b
+
+
+def _finite_or_none(v: Any) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _hashable(obj: Any) -> bool:
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _op_name(func: Any) -> str:
+    return getattr(func, "__name__", None) or type(func).__name__
+
+
+def _tensors(args: Any, kwargs: dict[str, Any]) -> Iterator[Tensor]:
+    """Tensors among the arguments, looking one level into lists, tuples and dicts."""
+    for a in (*args, *kwargs.values()) if isinstance(args, (tuple, list)) else (args,):
+        if isinstance(a, Tensor):
+            yield a
+        elif isinstance(a, (list, tuple)):
+            for b in a:
+                if isinstance(b, Tensor):
+                    yield b
+                elif isinstance(b, (list, tuple)):
+                    yield from (c for c in b if isinstance(c, Tensor))
+        elif isinstance(a, dict):
+            yield from (b for b in a.values() if isinstance(b, Tensor))
+
+
+class _no_autocast:
+    """Disable autocast for the monitor's own reductions (doubles must stay doubles)."""
+
+    def __init__(self, z: Tensor) -> None:
+        self.device_type = z.device.type
+        self.ctx: Any = None
+
+    def __enter__(self) -> None:
+        try:
+            enabled = torch.is_autocast_enabled(self.device_type)
+        except TypeError:  # torch < 2.4 takes no device type
+            enabled = torch.is_autocast_enabled()
+        if enabled:
+            self.ctx = torch.autocast(self.device_type, enabled=False)
+            self.ctx.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.ctx is not None:
+            self.ctx.__exit__(*exc)

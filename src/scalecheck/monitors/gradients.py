@@ -1,0 +1,143 @@
+"""Per-parameter gradient statistics from ``torch.autograd.grad``.
+
+Gradients are computed with :func:`torch.autograd.grad`, never ``.backward()``, so the
+user's ``.grad`` fields are untouched. Per batch and per trainable parameter the monitor
+adds the squared gradient norm and the count of exactly-zero entries (foreach kernels where
+available: one launch for all parameters); for the input layer's weight it also adds each
+input feature's squared gradient (the columns of a linear weight, the input channels of a
+convolution weight).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..measurements import GradientStats
+
+__all__ = ["GradientMonitor"]
+
+
+class GradientMonitor:
+    """Streams gradient statistics for the trainable parameters of a model.
+
+    Args:
+        params: ``(qualified name, parameter)`` pairs, trainable ones only.
+        device: where the state lives.
+    """
+
+    def __init__(self, params: Sequence[tuple[str, nn.Parameter]], device: torch.device) -> None:
+        self.names = [n for n, _ in params]
+        self.params = [p for _, p in params]
+        self.device = device
+        k = len(self.params)
+        self._norm2 = torch.zeros(k, dtype=torch.float64, device=device)
+        self._nonzero = torch.zeros(k, dtype=torch.float64, device=device)
+        self._used = [False] * k
+        self._batches = 0
+        self.input_layer: set[str] = set()
+        self._share_name: str | None = None
+        self._share_features = 0
+        self._share: Tensor | None = None
+
+    def watch_input_layer(self, names: set[str], features: int) -> None:
+        """Mark the input layer's parameters; track per-feature gradient shares when the
+        weight's input dimension matches the *features* of the (single) feature input."""
+        self.input_layer = set(names)
+        for name, p in zip(self.names, self.params, strict=True):
+            if name in names and p.dim() >= 2 and p.shape[1] == features and features > 0:
+                self._share_name = name
+                self._share_features = features
+                self._share = torch.zeros(features, dtype=torch.float64, device=self.device)
+                break
+
+    def update(self, grads: Sequence[Tensor | None]) -> None:
+        """Add one batch of gradients (``None`` for parameters the loss does not reach)."""
+        present = [(i, g.detach()) for i, g in enumerate(grads) if g is not None]
+        self._batches += 1
+        if not present:
+            return
+        idx = [i for i, _ in present]
+        gs = [g for _, g in present]
+        for i in idx:
+            self._used[i] = True
+        with torch.no_grad():
+            norms = _norms(gs)
+            nonzero = _norms([_indicator(g) for g in gs], ord=1)
+            index = torch.tensor(idx, device=self.device)
+            self._norm2.index_add_(0, index, norms.to(torch.float64).square())
+            self._nonzero.index_add_(0, index, nonzero.to(torch.float64))
+            if self._share is not None and self._share_name is not None:
+                j = self.names.index(self._share_name)
+                g = grads[j]
+                if g is not None:
+                    dims = tuple(d for d in range(g.dim()) if d != 1)
+                    self._share += g.detach().double().square().sum(dims)
+
+    def results(self) -> tuple[GradientStats, ...]:
+        """Move the state to the host once and freeze it."""
+        norm2 = self._norm2.cpu().tolist()
+        nonzero = self._nonzero.cpu().tolist()
+        with torch.no_grad():
+            weights = (
+                _norms([p.detach() for p in self.params]).double().cpu().tolist()
+                if (self.params)
+                else []
+            )
+        share: tuple[float, ...] = ()
+        if self._share is not None:
+            s = self._share.cpu().double()
+            total = float(s.sum())
+            if math.isfinite(total) and total > 0:
+                share = tuple(float(v) for v in (s / total).tolist())
+        out = []
+        b = max(self._batches, 1)
+        for i, (name, p) in enumerate(zip(self.names, self.params, strict=True)):
+            used = self._used[i]
+            numel = p.numel()
+            gnorm = math.sqrt(norm2[i] / b) if used else None
+            finite = gnorm is None or math.isfinite(gnorm)
+            wnorm = weights[i]
+            out.append(
+                GradientStats(
+                    name=name,
+                    module=name.rsplit(".", 1)[0] if "." in name else "<model>",
+                    shape=tuple(p.shape),
+                    numel=numel,
+                    used=used,
+                    grad_norm=gnorm if finite else None,
+                    grad_rms=gnorm / math.sqrt(numel)
+                    if (gnorm is not None and finite and numel)
+                    else None,
+                    weight_norm=wnorm,
+                    weight_rms=wnorm / math.sqrt(numel) if numel else None,
+                    ratio=gnorm / wnorm if (gnorm is not None and finite and wnorm > 0) else None,
+                    zero_fraction=(1.0 - nonzero[i] / (numel * b))
+                    if used and finite and numel
+                    else None,
+                    nonfinite=not finite,
+                    input_layer=name in self.input_layer,
+                    feature_share=share if name == self._share_name else (),
+                )
+            )
+        return tuple(out)
+
+
+def _indicator(g: Tensor) -> Tensor:
+    """1 where the entry is non-zero, 0 where it is exactly zero (NaN stays NaN)."""
+    out = g.abs().sign_()
+    return out if out.dtype in (torch.float32, torch.float64) else out.float()
+
+
+def _norms(tensors: list[Tensor], ord: float = 2.0) -> Tensor:
+    """One norm per tensor, stacked (foreach kernel where the tensors allow it)."""
+    if not tensors:
+        return torch.zeros(0, dtype=torch.float64)
+    try:
+        norms = torch._foreach_norm(tensors, ord)
+    except (RuntimeError, TypeError, AttributeError):  # mixed devices, old torch
+        norms = [torch.linalg.vector_norm(t, ord) for t in tensors]
+    return torch.stack([n.to(torch.float64) for n in norms])

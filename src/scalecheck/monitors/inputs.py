@@ -1,0 +1,290 @@
+"""Per-feature statistics of the tensors the model receives.
+
+For each input tensor that carries features (see :class:`~scalecheck.measurements.InputStats`
+for how that is decided) the monitor keeps, per feature: exact float64 moments with
+non-finite values excluded and counted, min, max, the zero count, the moments of ``ln x``
+over the positive values (for the log-transform fix), and a shifted Gram matrix of
+``[x_1 .. x_k]`` for the first :data:`MAX_GRAM_FEATURES` features, from which the condition
+number of the second-moment matrix of ``[x, 1]`` is computed raw and standardized.
+
+Features are the columns of ``[N, F]``, the channels of ``[N, C, ...]`` (when the model's first
+layer is a convolution or batch norm) and the last dimension of ``[N, T, F]`` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import torch
+from torch import Tensor
+
+from ..errors import BatchError
+from ..measurements import FeatureStats, InputStats
+from ._kernels import (
+    Gram,
+    Moments,
+    batch_gram,
+    empty_gram,
+    empty_moments,
+    masked_moments,
+    merge_gram,
+    merge_moments,
+    variance,
+)
+
+__all__ = ["MAX_GRAM_FEATURES", "InputMonitor", "InputPlan", "feature_axis", "kappa_from_gram"]
+
+#: The second-moment matrix is kept for at most this many features per input (memory and
+#: time grow with the square); per-feature statistics are kept for all features.
+MAX_GRAM_FEATURES = 64
+
+
+@dataclass
+class InputPlan:
+    """What to measure for one input tensor, decided on the first batch."""
+
+    name: str
+    kind: str
+    axis: int | None
+    features: int
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def feature_axis(x: Tensor, channels_first: bool) -> int | None:
+    """The dimension that indexes features in *x* (None: the tensor is one feature).
+
+    Example:
+        >>> feature_axis(torch.zeros(8, 3), channels_first=False)
+        1
+        >>> feature_axis(torch.zeros(8, 3, 32, 32), channels_first=True)
+        1
+        >>> feature_axis(torch.zeros(8, 50, 6), channels_first=False)
+        2
+    """
+    if x.dim() <= 1:
+        return None
+    if x.dim() == 2:
+        return 1
+    return 1 if channels_first else x.dim() - 1
+
+
+class _State:
+    def __init__(self, plan: InputPlan, device: torch.device) -> None:
+        f = plan.features
+        self.moments: Moments = empty_moments(f, device)
+        self.log_moments: Moments = empty_moments(f, device)
+        self.gram_features = min(f, MAX_GRAM_FEATURES)
+        self.gram: Gram | None = None
+        self.samples = 0
+
+
+class InputMonitor:
+    """Streams the statistics of every feature input.
+
+    Args:
+        device: where the state lives (the model's device).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.plans: dict[str, InputPlan] = {}
+        self._states: dict[str, _State] = {}
+
+    def add(self, plan: InputPlan) -> None:
+        """Start measuring one input (only ``kind == "feature"`` inputs get statistics)."""
+        self.plans[plan.name] = plan
+        if plan.kind == "feature":
+            self._states[plan.name] = _State(plan, self.device)
+
+    def update(self, tensors: dict[str, Tensor], batch_index: int) -> None:
+        """Add one batch."""
+        for name, state in self._states.items():
+            x = tensors.get(name)
+            if x is None:
+                continue
+            plan = self.plans[name]
+            rows, dims = self._layout(plan, x, batch_index)
+            state.moments = merge_moments(state.moments, masked_moments(rows, dims))
+            logx = torch.where(rows > 0, rows.double().clamp_min(1e-300).log(), math.nan)
+            state.log_moments = merge_moments(state.log_moments, masked_moments(logx, dims))
+            g_rows = rows.movedim(plan.axis, -1) if plan.axis is not None else rows
+            g_rows = g_rows.reshape(-1, plan.features)[:, : state.gram_features]
+            if state.gram is None:
+                first = masked_moments(g_rows, (0,))
+                shift = torch.where(first.n > 0, first.mean, 0.0)
+                state.gram = empty_gram(state.gram_features, self.device)._replace(shift=shift)
+            state.gram = merge_gram(state.gram, batch_gram(g_rows, state.gram.shift))
+            state.samples += x.shape[0] if x.dim() > 0 else 1
+
+    def _layout(
+        self, plan: InputPlan, x: Tensor, batch_index: int
+    ) -> tuple[Tensor, tuple[int, ...]]:
+        if plan.axis is None:
+            return x.reshape(-1, 1), (0,)
+        if x.dim() <= plan.axis or x.shape[plan.axis] != plan.features:
+            raise BatchError(
+                f"batch {batch_index}: input {plan.name!r} has shape {tuple(x.shape)}, but the "
+                f"first batch had {plan.features} features along dimension {plan.axis} "
+                f"(shape {plan.shape}). Every batch must have the same number of features; "
+                "pad or crop them in your Dataset, or pass prepare= to reshape batches."
+            )
+        return x, tuple(d for d in range(x.dim()) if d != plan.axis)
+
+    def results(
+        self,
+        consumers: dict[str, tuple[str | None, str | None]],
+        normalized_by: dict[str, str],
+        transformed_by: dict[str, list[str]],
+    ) -> tuple[InputStats, ...]:
+        """Move the state to the host once and freeze it."""
+        out = []
+        for name, plan in self.plans.items():
+            module, op = consumers.get(name, (None, None))
+            state = self._states.get(name)
+            if state is None:
+                out.append(
+                    InputStats(
+                        name=name,
+                        kind=plan.kind,
+                        dtype=plan.dtype,
+                        shape=plan.shape,
+                        feature_axis=plan.axis,
+                        samples=0,
+                        features=(),
+                        kappa=None,
+                        kappa_standardized=None,
+                        gram_features=0,
+                        consumer=module,
+                        consumer_op=op,
+                        normalized_by=normalized_by.get(name),
+                        transformed_by=tuple(transformed_by.get(name, ())),
+                    )
+                )
+                continue
+            features = _features(name, state.moments, state.log_moments)
+            kappa = kappa_std = None
+            if state.gram is not None:
+                kappa, kappa_std = kappa_from_gram(state.gram)
+            out.append(
+                InputStats(
+                    name=name,
+                    kind=plan.kind,
+                    dtype=plan.dtype,
+                    shape=plan.shape,
+                    feature_axis=plan.axis,
+                    samples=state.samples,
+                    features=features,
+                    kappa=kappa,
+                    kappa_standardized=kappa_std,
+                    gram_features=state.gram_features,
+                    consumer=module,
+                    consumer_op=op,
+                    normalized_by=normalized_by.get(name),
+                    transformed_by=tuple(transformed_by.get(name, ())),
+                )
+            )
+        return tuple(out)
+
+
+def _features(name: str, m: Moments, lm: Moments) -> tuple[FeatureStats, ...]:
+    n, mean, var, lo, hi, nonfinite, zeros = (
+        t.cpu().double().numpy()
+        for t in (m.n, m.mean, variance(m), m.min, m.max, m.nonfinite, m.zeros)
+    )
+    ln, lmean, lvar = (t.cpu().double().numpy() for t in (lm.n, lm.mean, variance(lm)))
+    out = []
+    for j in range(n.shape[0]):
+        seen = n[j] > 0
+        total = n[j] + nonfinite[j]
+        positive = seen and lo[j] > 0 and ln[j] == n[j]
+        out.append(
+            FeatureStats(
+                name=f"{name}[{j}]",
+                input=name,
+                index=j,
+                count=int(n[j]),
+                mean=float(mean[j]) if seen else None,
+                std=float(math.sqrt(max(var[j], 0.0))) if seen else None,
+                min=float(lo[j]) if seen else None,
+                max=float(hi[j]) if seen else None,
+                nonfinite=int(nonfinite[j]),
+                zero_fraction=float(zeros[j] / total) if total > 0 else None,
+                log_mean=float(lmean[j]) if positive else None,
+                log_std=float(math.sqrt(max(lvar[j], 0.0))) if positive else None,
+            )
+        )
+    return tuple(out)
+
+
+def kappa_from_gram(gram: Gram) -> tuple[float | None, float | None]:
+    """Condition numbers of the second-moment matrix of ``[x, 1]``: raw and standardized.
+
+    Constant features (zero variance) are left out: they make the raw matrix singular, and
+    they are reported by their own rule. The standardized matrix is
+    ``blockdiag(correlation, 1)``, computed exactly from the same state.
+
+    Example:
+        >>> import torch
+        >>> from scalecheck.monitors._kernels import batch_gram
+        >>> x = torch.linspace(255, 200000, 1001, dtype=torch.float64).reshape(-1, 1)
+        >>> raw, std = kappa_from_gram(batch_gram(x, x.mean(0)))
+        >>> f"{raw:.1e}", round(std, 6)
+        ('5.4e+10', 1.0)
+    """
+    n = float(gram.n.cpu())
+    if n <= 0:
+        return None, None
+    s = gram.s.cpu().double().numpy()
+    g = gram.g.cpu().double().numpy()
+    shift = gram.shift.cpu().double().numpy()
+    centred_mean = s / n
+    cov = g / n - np.outer(centred_mean, centred_mean)
+    cov = (cov + cov.T) / 2
+    mu = shift + centred_mean
+    sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    keep = sd > 0
+    if not keep.any():
+        return math.inf, None
+    cov, mu, sd = cov[np.ix_(keep, keep)], mu[keep], sd[keep]
+    raw = _second_moment_cond(cov, mu)
+    corr = cov / np.outer(sd, sd)
+    eig = scipy.linalg.eigvalsh(corr)
+    big, small = max(float(eig[-1]), 1.0), min(float(eig[0]), 1.0)
+    standardized = big / small if small > 0 else math.inf
+    return raw, standardized
+
+
+def _second_moment_cond(cov: np.ndarray, mu: np.ndarray) -> float:
+    """Condition number of ``M = [[cov + mu mu^T, mu], [mu^T, 1]]``, accurately.
+
+    Forming ``M`` and taking its smallest eigenvalue loses everything to cancellation when
+    the offset dominates (the reference input has ``kappa`` about 5e10). Instead use the
+    factorization ``M = L blockdiag(cov, 1) L^T`` with ``L = [[I, mu], [0, 1]]``, which gives
+    ``M^-1`` exactly from ``cov^-1``; both largest eigenvalues are computed to full relative
+    precision, and ``kappa = lambda_max(M) * lambda_max(M^-1)``.
+    """
+    k = cov.shape[0]
+    second = np.empty((k + 1, k + 1))
+    second[:k, :k] = cov + np.outer(mu, mu)
+    second[:k, k] = mu
+    second[k, :k] = mu
+    second[k, k] = 1.0
+    try:
+        factor = scipy.linalg.cho_factor(cov, lower=True)
+    except (np.linalg.LinAlgError, ValueError):
+        return math.inf  # collinear features: the matrix is singular
+    cinv_mu = scipy.linalg.cho_solve(factor, mu)
+    cinv = scipy.linalg.cho_solve(factor, np.eye(k))
+    inverse = np.empty((k + 1, k + 1))
+    inverse[:k, :k] = cinv
+    inverse[:k, k] = -cinv_mu
+    inverse[k, :k] = -cinv_mu
+    inverse[k, k] = 1.0 + float(mu @ cinv_mu)
+    inverse = (inverse + inverse.T) / 2
+    big = float(scipy.linalg.eigvalsh(second)[-1])
+    big_inv = float(scipy.linalg.eigvalsh(inverse)[-1])
+    return big * big_inv

@@ -1,0 +1,355 @@
+"""The loss used for the gradients, and the best constant predictor's loss next to it.
+
+Without a ``loss_fn`` the loss is inferred from the output and the targets, and the report
+says which one was used:
+
+================================================  ===================================
+model output / targets                            loss
+================================================  ===================================
+output carries ``.loss`` (Hugging Face style)     the model's own loss
+no targets                                        surrogate ``0.5 * mean(output^2)``
+float targets, as many values as the prediction   mean squared error
+integer class targets ``[N, ...]``, output        cross-entropy (class dimension 1)
+``[N, C, ...]``
+integer targets, as many values as the prediction mean squared error on float targets
+================================================  ===================================
+
+The constant-predictor baseline is what a network that ignores its input can reach at
+best: the mean target for squared error (its loss is the targets' variance), the label
+prior for cross-entropy (its loss is the label entropy). A network stuck at that loss has
+learned nothing from its input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._validation import call_description, describe
+from ..errors import LossError
+from ..measurements import FeatureStats, LossStats
+from ._kernels import Moments, fast_moments, masked_moments, merge_moments, variance
+
+__all__ = ["LossMonitor", "prediction_of"]
+
+#: Target and prediction columns tracked for the baseline and spreads.
+MAX_COLUMNS = 4096
+#: Per-column target statistics reported (for the unscaled-target rule).
+MAX_REPORTED_COLUMNS = 64
+
+
+def prediction_of(output: Any) -> Tensor | None:
+    """The prediction tensor inside a model output (tensor, tuple, dict, ModelOutput)."""
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(output, dict):
+        if isinstance(output.get("logits"), Tensor):
+            return output["logits"]
+        for v in output.values():
+            if isinstance(v, Tensor) and v.dim() > 0:
+                return v
+    if isinstance(output, (tuple, list)):
+        for v in output:
+            if isinstance(v, Tensor):
+                return v
+    return None
+
+
+def _own_loss(output: Any) -> Tensor | None:
+    loss = getattr(output, "loss", None)
+    if loss is None and isinstance(output, dict):
+        loss = output.get("loss")
+    return loss if isinstance(loss, Tensor) and loss.dim() == 0 else None
+
+
+class LossMonitor:
+    """Computes the loss of each batch and streams what the baseline needs.
+
+    Args:
+        loss_fn: the user's ``loss_fn(output, targets)`` or None to infer one.
+        device: where the state lives.
+    """
+
+    def __init__(self, loss_fn: Callable[..., Tensor] | None, device: torch.device) -> None:
+        self.loss_fn = loss_fn
+        self.device = device
+        self.kind: str | None = None
+        self.description = ""
+        self._baseline_kind: str | None = None  # "mse", "mse_sum", "ce", "bce"
+        self._values: list[Tensor] = []
+        self._targets: Moments | None = None
+        self._preds: Moments | None = None
+        self._labels: Tensor | None = None
+        self._reshaped = False
+
+    # -- choosing and computing the loss ---------------------------------------------------
+    def compute(self, output: Any, targets: Any, batch_index: int) -> Tensor:
+        """The scalar loss of one batch (raises :class:`LossError` when impossible)."""
+        pred = prediction_of(output)
+        if self.kind is None:
+            self._choose(output, pred, targets, batch_index)
+        loss = self._loss(output, pred, targets, batch_index)
+        self._track(pred, targets)
+        self._values.append(loss.detach().to(torch.float64))
+        return loss
+
+    def _choose(self, output: Any, pred: Tensor | None, targets: Any, batch_index: int) -> None:
+        if self.loss_fn is not None:
+            self.kind = "custom"
+            self.description = f"your loss_fn ({call_description(self.loss_fn)})"
+            self._baseline_kind = _baseline_for(self.loss_fn)
+            return
+        if _own_loss(output) is not None:
+            self.kind = "model"
+            self.description = "the model's own loss (output.loss)"
+            return
+        if pred is None:
+            raise LossError(
+                f"batch {batch_index}: the model returned {describe(output)}, with no tensor "
+                "to compute a loss on. Return a tensor (or an object with .loss or .logits), "
+                "or pass loss_fn=lambda output, targets: ... to diagnose()."
+            )
+        if targets is None:
+            self.kind = "surrogate"
+            self.description = (
+                "surrogate 0.5 * mean(output^2): the batches carry no targets, so gradients "
+                "show how signal flows, not how well the model fits"
+            )
+            return
+        if not isinstance(targets, Tensor):
+            raise LossError(
+                f"batch {batch_index}: targets are {describe(targets)}, not a tensor; pass "
+                "loss_fn= to diagnose() to say how the loss is computed."
+            )
+        if targets.is_floating_point() and targets.numel() == pred.numel():
+            self.kind = "mse"
+            self._baseline_kind = "mse"
+            self.description = "mean squared error (inferred: float targets shaped like the output)"
+            self._reshaped = tuple(targets.shape) != tuple(pred.shape)
+            if self._reshaped:
+                self.description += (
+                    f"; targets of shape {tuple(targets.shape)} were viewed as the output's "
+                    f"shape {tuple(pred.shape)}"
+                )
+            return
+        if (
+            not targets.is_floating_point()
+            and not targets.is_complex()
+            and targets.dtype != torch.bool
+            and pred.dim() >= 2
+            and tuple(targets.shape) == (pred.shape[0], *pred.shape[2:])
+        ):
+            self.kind = "cross_entropy"
+            self._baseline_kind = "ce"
+            self.description = (
+                "cross-entropy (inferred: integer class targets, class scores in dimension 1)"
+            )
+            return
+        if targets.numel() == pred.numel() and not targets.is_complex():
+            self.kind = "mse"
+            self._baseline_kind = "mse"
+            self._reshaped = tuple(targets.shape) != tuple(pred.shape)
+            self.description = "mean squared error on targets converted to float (inferred)"
+            return
+        raise LossError(
+            f"batch {batch_index}: cannot infer a loss for output shape {tuple(pred.shape)} "
+            f"({pred.dtype}) and targets shape {tuple(targets.shape)} ({targets.dtype}). "
+            "Pass loss_fn=your_criterion (e.g. nn.MSELoss()) to diagnose()."
+        )
+
+    def _loss(self, output: Any, pred: Tensor | None, targets: Any, batch_index: int) -> Tensor:
+        if self.kind == "custom":
+            assert self.loss_fn is not None
+            if targets is None:
+                raise LossError(
+                    f"batch {batch_index}: loss_fn={call_description(self.loss_fn)} needs "
+                    "targets, but the batch has none. Return (inputs, targets) from your "
+                    "loader or from prepare=."
+                )
+            try:
+                loss = self.loss_fn(output, targets)
+            except Exception as exc:
+                raise LossError(
+                    f"batch {batch_index}: loss_fn={call_description(self.loss_fn)} raised "
+                    f"{type(exc).__name__}: {exc}. It is called as loss_fn(model_output, "
+                    f"targets) with output {_shape(output)} and targets {_shape(targets)}."
+                ) from exc
+        elif self.kind == "model":
+            loss = _own_loss(output)
+            if loss is None:
+                raise LossError(f"batch {batch_index}: the model output has no scalar .loss.")
+        else:
+            if pred is None:
+                raise LossError(
+                    f"batch {batch_index}: the model returned {describe(output)} with no tensor."
+                )
+            if self.kind == "surrogate":
+                loss = 0.5 * pred.float().square().mean()
+            elif self.kind == "mse":
+                t = targets.reshape(pred.shape).to(pred.dtype)
+                loss = F.mse_loss(pred, t)
+            else:
+                loss = F.cross_entropy(pred, targets.long())
+        if not isinstance(loss, Tensor):
+            raise LossError(
+                f"batch {batch_index}: the loss is {describe(loss)}; it must be a scalar tensor."
+            )
+        if loss.dim() != 0:
+            raise LossError(
+                f"batch {batch_index}: the loss has shape {tuple(loss.shape)}; it must be a "
+                "scalar. Reduce it (e.g. reduction='mean' or .mean()) in your loss_fn."
+            )
+        if not loss.requires_grad:
+            raise LossError(
+                f"batch {batch_index}: the loss does not depend on any trainable parameter "
+                "(it does not require grad). Is the model frozen, or is the loss computed "
+                "under torch.no_grad() or from detached outputs?"
+            )
+        return loss
+
+    # -- streaming what the baseline needs ---------------------------------------------------
+    def _track(self, pred: Tensor | None, targets: Any) -> None:
+        if not isinstance(targets, Tensor) or targets.numel() == 0:
+            return
+        with torch.no_grad():
+            if self._baseline_kind in ("mse", "mse_sum", "bce") and pred is not None:
+                n = targets.shape[0] if targets.dim() > 0 else 1
+                t = targets.detach().reshape(n, -1)
+                if t.shape[1] > MAX_COLUMNS:
+                    return
+                m = masked_moments(t, (0,))
+                self._targets = m if self._targets is None else merge_moments(self._targets, m)
+                if pred.numel() == targets.numel():
+                    p = pred.detach().reshape(n, -1)
+                    pm = fast_moments(p, (0,))
+                    self._preds = pm if self._preds is None else merge_moments(self._preds, pm)
+            elif self._baseline_kind == "ce" and pred is not None and pred.dim() >= 2:
+                classes = pred.shape[1]
+                labels = targets.detach().reshape(-1).long()
+                valid = (labels >= 0) & (labels < classes)
+                safe = torch.where(valid, labels, 0)
+                if self._labels is None:
+                    self._labels = torch.zeros(classes, dtype=torch.float64, device=self.device)
+                self._labels.scatter_add_(
+                    0, safe.to(self._labels.device), valid.to(torch.float64).to(self._labels.device)
+                )
+
+    def results(self) -> LossStats | None:
+        """Move the state to the host once and freeze it."""
+        if self.kind is None:
+            return None
+        values = torch.stack(self._values).cpu().tolist() if self._values else []
+        per_batch = tuple(v if math.isfinite(v) else None for v in values)
+        finite = [v for v in values if math.isfinite(v)]
+        nonfinite = len(finite) < len(values)
+        value = sum(finite) / len(finite) if finite and not nonfinite else None
+        baseline, baseline_description = self._baseline(len(values))
+        pred_spread = target_spread = None
+        targets: tuple[FeatureStats, ...] = ()
+        if self._targets is not None:
+            target_spread = _mean_std(self._targets)
+            targets = _columns(self._targets)
+        if self._preds is not None:
+            pred_spread = _mean_std(self._preds)
+        return LossStats(
+            kind=self.kind,
+            description=self.description,
+            value=value,
+            per_batch=per_batch,
+            baseline=baseline,
+            baseline_description=baseline_description,
+            prediction_spread=pred_spread,
+            target_spread=target_spread,
+            targets=targets,
+            nonfinite=nonfinite,
+        )
+
+    def _baseline(self, batches: int) -> tuple[float | None, str | None]:
+        if self._baseline_kind in ("mse", "mse_sum") and self._targets is not None:
+            m = self._targets
+            n = float(m.n.sum())
+            if n <= 0:
+                return None, None
+            total_m2 = float(m.m2.sum())
+            if self._baseline_kind == "mse_sum":
+                return total_m2 / max(batches, 1), "always predicting the mean target (sum)"
+            return total_m2 / n, "always predicting the mean target (the targets' variance)"
+        if self._baseline_kind == "bce" and self._targets is not None:
+            mean = self._targets.mean.cpu().double()
+            p = mean.clamp(1e-12, 1 - 1e-12)
+            h = -(p * p.log() + (1 - p) * (1 - p).log())
+            return float(h.mean()), "always predicting the mean label (its binary entropy)"
+        if self._baseline_kind == "ce" and self._labels is not None:
+            counts = self._labels.cpu().double()
+            total = float(counts.sum())
+            if total <= 0:
+                return None, None
+            p = counts[counts > 0] / total
+            return float(-(p * p.log()).sum()), "always predicting the label frequencies (entropy)"
+        return None, None
+
+
+def _baseline_for(loss_fn: Any) -> str | None:
+    """Which baseline applies to a user loss (recognized torch criteria only)."""
+    if isinstance(loss_fn, nn.MSELoss):
+        return {"mean": "mse", "sum": "mse_sum"}.get(loss_fn.reduction)
+    if loss_fn is F.mse_loss:
+        return "mse"
+    if (
+        isinstance(loss_fn, nn.CrossEntropyLoss)
+        and loss_fn.reduction == "mean"
+        and (loss_fn.label_smoothing == 0)
+    ):
+        return "ce"
+    if loss_fn is F.cross_entropy:
+        return "ce"
+    if isinstance(loss_fn, (nn.BCELoss, nn.BCEWithLogitsLoss)) and loss_fn.reduction == "mean":
+        return "bce"
+    return None
+
+
+def _mean_std(m: Moments) -> float | None:
+    std = variance(m).clamp_min(0).sqrt()
+    value = float(std.mean().cpu())
+    return value if math.isfinite(value) else None
+
+
+def _columns(m: Moments) -> tuple[FeatureStats, ...]:
+    k = min(m.n.shape[0], MAX_REPORTED_COLUMNS)
+    n, mean, var, lo, hi, nonfinite, zeros = (
+        t[:k].cpu().double().tolist()
+        for t in (m.n, m.mean, variance(m), m.min, m.max, m.nonfinite, m.zeros)
+    )
+    out = []
+    for j in range(k):
+        seen = n[j] > 0
+        total = n[j] + nonfinite[j]
+        out.append(
+            FeatureStats(
+                name=f"target[{j}]",
+                input="target",
+                index=j,
+                count=int(n[j]),
+                mean=mean[j] if seen else None,
+                std=math.sqrt(max(var[j], 0.0)) if seen else None,
+                min=lo[j] if seen else None,
+                max=hi[j] if seen else None,
+                nonfinite=int(nonfinite[j]),
+                zero_fraction=zeros[j] / total if total > 0 else None,
+            )
+        )
+    return tuple(out)
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"shape {tuple(value.shape)} ({str(value.dtype).replace('torch.', '')})"
+    return describe(value)

@@ -1,0 +1,208 @@
+"""The terminal report: verdict first, then the fix, then the findings, then the evidence.
+
+Rendering only reads the report (or the dict it was saved as): it never measures.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING
+
+from .._format import num, pct, plural
+from ..findings import Finding, Severity, Verdict
+
+if TYPE_CHECKING:
+    from ._report import Report
+
+__all__ = ["render_text"]
+
+WIDTH = 92
+MAX_ROWS = 12
+
+_HEADLINE = {
+    Verdict.STALLING: "STALLING: badly scaled inputs are stopping this network from learning",
+    Verdict.AT_RISK: "AT RISK: badly scaled inputs, but no stall measured",
+    Verdict.OK: "OK: the inputs are well scaled",
+}
+
+
+def _wrap(text: str, indent: str = "", first: str | None = None) -> str:
+    return textwrap.fill(
+        text,
+        WIDTH,
+        initial_indent=first if first is not None else indent,
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+    )
+
+
+def render_text(report: Report) -> str:
+    """The full plain-text report."""
+    out: list[str] = []
+    out.append(f"scalecheck: {_HEADLINE[report.verdict]}")
+    out.append("=" * min(WIDTH, len(out[0])))
+    out.append(_wrap(report.summary))
+    fix = _main_fix(report)
+    if fix:
+        out.append("")
+        out.append("The fix:")
+        out.extend("    " + line for line in fix.code.splitlines())
+        if fix.applicability:
+            out.append(_wrap(f"({fix.applicability})", "    "))
+    out.append("")
+    out.extend(_findings(report.findings))
+    out.append("")
+    out.extend(_evidence(report))
+    m = report.measurements
+    out.append("")
+    seconds = report.meta.get("seconds")
+    out.append(
+        _wrap(
+            f"Measured {plural(m.batches, 'batch', 'batches')} ({plural(m.samples, 'sample')}) "
+            f"on {m.device} ({m.dtype}), {'train' if m.training else 'eval'} mode"
+            + (f", in {seconds:.2f} s" if isinstance(seconds, (int, float)) else "")
+            + f". scalecheck {report.meta.get('scalecheck', '?')}, "
+            f"torch {report.meta.get('torch', '?')}."
+        )
+    )
+    for note in m.notes:
+        out.append(_wrap(f"note: {note}", "      ", "  "))
+    return "\n".join(out)
+
+
+def _main_fix(report: Report):
+    for f in report.findings:
+        if f.category == "input-scale" and f.fix is not None and f.fix.code:
+            return f.fix
+    return None
+
+
+def _findings(findings: tuple[Finding, ...]) -> list[str]:
+    if not findings:
+        return ["No findings."]
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in Severity}
+    head = ", ".join(
+        plural(counts[s], s.value, s.value + "s")
+        for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)
+        if counts[s]
+    )
+    lines = [f"Findings ({head}):"]
+    for f in findings:
+        lines.append(
+            f"  {f.severity.value:<8}{f.code} {f.name}" + (f"  at {f.where}" if f.where else "")
+        )
+        lines.append(_wrap(f.message, " " * 10))
+        if f.fix is not None and f.fix.summary:
+            lines.append(_wrap(f"fix: {f.fix.summary}", " " * 15, " " * 10))
+    lines.append(
+        _wrap(
+            'To silence a rule: diagnose(..., ignore=["SC101"]) (codes, prefixes such as "SC2", '
+            "or names).",
+            "  ",
+            "  ",
+        )
+    )
+    return lines
+
+
+def _table(rows: list[list[str]], indent: str = "    ") -> list[str]:
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in rows
+    ]
+
+
+def _evidence(report: Report) -> list[str]:
+    m = report.measurements
+    lines = ["Evidence:"]
+    for inp in m.inputs:
+        if inp.kind != "feature":
+            lines.append(
+                f"  input {inp.name}: {inp.kind} ({inp.dtype}, shape {list(inp.shape)}),"
+                " not measured as features"
+            )
+            continue
+        desc = f"  input {inp.name}: {plural(len(inp.features), 'feature')}"
+        if inp.kappa is not None:
+            desc += f", condition number {num(inp.kappa)} raw"
+            if inp.kappa_standardized is not None:
+                desc += f", {num(inp.kappa_standardized)} standardized"
+        if inp.consumer:
+            desc += f"; first layer {inp.consumer} ({inp.consumer_op})"
+        lines.append(_wrap(desc, "    ", ""))
+        rows = [["feature", "mean", "std", "min", "max", "kappa"]]
+        ranked = sorted(inp.features, key=lambda f: -(f.kappa or 0))
+        for f in ranked[:MAX_ROWS]:
+            rows.append([f.name, num(f.mean), num(f.std), num(f.min), num(f.max), num(f.kappa)])
+        lines.extend(_table(rows))
+        if len(ranked) > MAX_ROWS:
+            lines.append(f"    ... {len(ranked) - MAX_ROWS} more features (report.inputs)")
+    if m.layers:
+        lines.append("  nonlinearities (pre-activations):")
+        rows = [["site", "dtype", "zero-grad", "near-sat", "dead", "range", ""]]
+        for a in m.layers[:MAX_ROWS]:
+            if a.family == "softmax":
+                zero = pct(a.softmax_saturated_fraction)
+                near = pct(a.softmax_near_fraction)
+            else:
+                zero, near = pct(a.exact_fraction), pct(a.near_fraction)
+            dead = f"{a.dead_units}/{a.units}" if a.family == "rectifier" else ""
+            rows.append(
+                [
+                    a.site,
+                    a.dtype,
+                    zero,
+                    near,
+                    dead,
+                    f"[{num(a.min)}, {num(a.max)}]",
+                    "<- input layer" if a.input_layer else "",
+                ]
+            )
+        lines.extend(_table(rows))
+        if len(m.layers) > MAX_ROWS:
+            lines.append(f"    ... {len(m.layers) - MAX_ROWS} more sites (report.layers)")
+    if m.gradients:
+        lines.append("  gradients:")
+        rows = [["parameter", "grad norm", "weight norm", "ratio", "exact zeros", ""]]
+        grads = sorted(m.gradients, key=lambda g: not g.input_layer)
+        for g in grads[:MAX_ROWS]:
+            rows.append(
+                [
+                    g.name,
+                    num(g.grad_norm),
+                    num(g.weight_norm),
+                    num(g.ratio),
+                    pct(g.zero_fraction) if g.used else "unused",
+                    "<- input layer" if g.input_layer else "",
+                ]
+            )
+        lines.extend(_table(rows))
+        if len(grads) > MAX_ROWS:
+            lines.append(f"    ... {len(grads) - MAX_ROWS} more parameters (report.gradients)")
+    if m.loss is not None:
+        loss = m.loss
+        text = f"  loss: {num(loss.value)} ({loss.description})"
+        if loss.baseline is not None:
+            text += f"; constant predictor: {num(loss.baseline)} ({loss.baseline_description})"
+        lines.append(_wrap(text, "    ", ""))
+    trial = report.trial
+    if trial is not None:
+        parts = []
+        for arm in trial.arms:
+            parts.append(
+                f"{arm.name} {num(arm.initial)} -> {num(arm.final)}"
+                + (f" (lr {num(arm.lr)})" if arm.lr is not None else "")
+            )
+        base = f", baseline {num(trial.baseline)}" if trial.baseline is not None else ""
+        lines.append(
+            _wrap(
+                f"  trial ({trial.steps} steps, {trial.optimizer}, {trial.seconds:.2f} s{base}): "
+                + "; ".join(parts),
+                "    ",
+                "",
+            )
+        )
+    return lines

@@ -1,0 +1,392 @@
+"""SC1xx: rules about the input features.
+
+One yardstick runs through these rules: the condition number ``kappa`` of the
+second-moment matrix of ``[x, 1]``, which for a linear unit under squared loss is the
+Hessian, so that gradient descent needs about ``kappa`` times more steps than on a
+perfectly conditioned problem (LeCun, Bottou, Orr & Mueller 1998, "Efficient BackProp",
+sections 4.3 and 5). A standardized feature has ``kappa = 1``; for one feature with mean
+``m`` and std ``s``, ``kappa`` grows like ``max(s^2, 1/s^2)`` when centred and like
+``4 (m/s)^2`` when the offset dominates, so one number covers "far from unit scale" and
+"large offset" alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from .._format import num, plural
+from ..findings import Finding, Fix, Severity
+from ..measurements import FeatureStats, InputStats
+from ._registry import Context, Threshold, rule
+
+#: Warning level. Well-scaled features (|mean| <= 1, std in [0.5, 2]) have kappa <= 21 and
+#: binary flags with a prevalence of 0.1% or more have kappa < 1e3, so 1e3 separates them
+#: from inputs that make gradient descent need a thousand times more steps than necessary.
+KAPPA_WARN = Threshold(
+    "kappa_warn",
+    1e3,
+    "Gradient descent on a linear unit needs ~kappa times more steps than on standardized "
+    "inputs (LeCun et al. 1998). Features with |mean| <= 1 and std in [0.5, 2] have kappa <= "
+    "21; binary flags with prevalence >= 0.1% stay below 1e3. Above 1e3 a run that converges "
+    "in tens of steps on standardized inputs needs tens of thousands.",
+)
+#: Error level: a million-fold slowdown; the informative variation is 1/1000 of the
+#: feature's magnitude (or its scale is 1000x off), beyond what any fixed learning rate
+#: bridges for both the weights and the bias at once.
+KAPPA_ERROR = Threshold(
+    "kappa_error",
+    1e6,
+    "kappa = 1e6 means the feature's spread is about 1/500 of its offset, or its scale is "
+    "1000x off unit scale: no single learning rate suits both the weight and the bias "
+    "(the step that moves one by a useful amount is 1e6 times too large or too small "
+    "for the other).",
+)
+#: Features whose stds differ by more than sqrt(1e3) ~ 31.6x give a diagonal Hessian
+#: with condition number above KAPPA_WARN, by the same argument.
+SCALE_RATIO = Threshold(
+    "std_ratio",
+    math.sqrt(1e3),
+    "The Hessian of a linear unit has diagonal entries proportional to each feature's "
+    "variance, so a std ratio r gives a condition number of at least r^2; r = 31.6 is "
+    "the ratio at which r^2 reaches the kappa_warn level of 1e3.",
+)
+DECADES = Threshold(
+    "decades",
+    3.0,
+    "A positive feature whose largest value is at least 1000x its smallest spans three "
+    "orders of magnitude: the scale of interest is relative (prices, counts, durations).",
+)
+SPREAD = Threshold(
+    "range_in_stds",
+    10.0,
+    "After standardizing, a feature whose range exceeds 10 standard deviations keeps "
+    "extreme values that saturate units; a Gaussian sample needs about 2.7e5 values to "
+    "span 10 stds, so short-tailed data never triggers this, heavy-tailed data does.",
+)
+
+
+def _feature_inputs(ctx: Context) -> Iterator[InputStats]:
+    for i in ctx.measurements.inputs:
+        if i.kind == "feature" and i.features:
+            yield i
+
+
+def standardize_fix(inp: InputStats, feats: list[FeatureStats]) -> Fix:
+    """The standardization fix for some features of one input, with the fitted numbers."""
+    means = [f.mean for f in inp.features]
+    stds = [f.std if f.std else 1.0 for f in inp.features]
+    shown = ", ".join(f"{f.name}: mean {num(f.mean, 6)}, std {num(f.std, 6)}" for f in feats[:3])
+    single = len(inp.features) == 1
+    if single:
+        pipeline = f"x = (x - {_lit(means[0])}) / {_lit(stds[0])}"
+    else:
+        pipeline = "x = (x - mean) / std  # mean, std: report.standardizer().mean / .std"
+    code = (
+        "model = torch.nn.Sequential(report.standardizer(), model)\n"
+        f"# or in your data pipeline:\n# {pipeline}"
+    )
+    return Fix(
+        summary=f"Standardize {inp.name} with the measured statistics ({shown}).",
+        code=code,
+        applicability="changes what the model is trained on: retrain after applying, and "
+        "apply the same standardizer at inference",
+        values={"input": inp.name, "mean": means, "std": stds},
+    )
+
+
+def _lit(x: float | None) -> str:
+    return "0.0" if x is None else repr(float(f"{x:.6g}"))
+
+
+@rule(
+    "SC101",
+    "unscaled-input-feature",
+    Severity.ERROR,
+    "input-scale",
+    thresholds=(KAPPA_WARN, KAPPA_ERROR),
+)
+def unscaled_input_feature(ctx: Context) -> Iterator[Finding]:
+    """An input feature is far from unit scale or sits on a large offset.
+
+    What it does:
+        For every input feature, computes ``kappa``, the condition number of the
+        second-moment matrix of ``[x, 1]`` (``[[m^2 + s^2, m], [m, 1]]`` for mean ``m`` and
+        std ``s``), and flags features above ``kappa_warn`` (warning) or ``kappa_error``
+        (error). When a normalization layer (BatchNorm, LayerNorm, GroupNorm) consumes the
+        input directly, the finding is downgraded to info.
+
+    Why it matters:
+        For a linear unit under squared loss this matrix is the Hessian: gradient descent
+        needs about ``kappa`` times more steps than on standardized data, and at default
+        initialization a feature of magnitude 1e5 pushes every tanh or sigmoid unit it
+        feeds far past the point where its derivative is exactly zero in float32.
+
+    Example:
+        ``x`` uniform in [255, 200000] fed to ``Linear(1, 10) -> Tanh``: mean 1.0e5, std
+        5.8e4, ``kappa`` 5.4e10. Standardized, ``kappa`` is 1.
+
+    Fix:
+        Standardize the feature with the measured mean and std:
+        ``model = nn.Sequential(report.standardizer(), model)``, or ``(x - mean) / std`` in
+        the data pipeline. Retrain after applying.
+
+    Known problems:
+        Statistics come from ``max_batches`` batches; a feature whose range differs in the
+        rest of the data is judged on what was seen.
+    """
+    for inp in _feature_inputs(ctx):
+        flagged = []
+        for f in inp.features:
+            k = f.kappa
+            if f.std is None or f.std == 0 or k is None or k <= KAPPA_WARN.value:
+                continue
+            flagged.append((k, f))
+        if not flagged:
+            continue
+        flagged.sort(key=lambda kf: -kf[0])
+        worst_k, worst = flagged[0]
+        severity = Severity.ERROR if worst_k > KAPPA_ERROR.value else Severity.WARNING
+        normalized = inp.normalized_by is not None
+        if normalized:
+            severity = Severity.INFO
+        feats = [f for _, f in flagged]
+        parts = [_describe_feature(f) for f in feats[:3]]
+        if len(feats) == 1:
+            where = worst.name
+            head = parts[0]
+        else:
+            where = f"{inp.name} ({len(feats)} of {len(inp.features)} features)"
+            head = (
+                f"{plural(len(feats), 'feature')} of {inp.name} are far from unit scale; "
+                f"worst: "
+                + "; ".join(parts)
+                + (f"; and {len(feats) - 3} more" if len(feats) > 3 else "")
+            )
+        conditioning = f"condition number of its [x, 1] second-moment matrix {num(worst_k)}"
+        if inp.kappa is not None and inp.kappa_standardized is not None and len(inp.features) > 1:
+            conditioning = (
+                f"condition number of the inputs' [x, 1] second-moment matrix "
+                f"{num(inp.kappa)} raw, {num(inp.kappa_standardized)} standardized"
+            )
+        elif inp.kappa_standardized is not None:
+            conditioning += f"; {num(inp.kappa_standardized)} standardized"
+        message = f"{head} ({conditioning})."
+        if normalized:
+            message += (
+                f" The model normalizes this input first ({inp.normalized_by}), so the raw "
+                "scale does not reach its nonlinearities."
+            )
+        if inp.transformed_by:
+            message += (
+                f" Note: the model applies {', '.join(inp.transformed_by)} to it before its "
+                "first layer; these statistics are of the tensor it receives."
+            )
+        yield unscaled_input_feature.finding(
+            message,
+            where=where,
+            severity=severity,
+            evidence={
+                "input": inp.name,
+                "kappa": inp.kappa,
+                "kappa_standardized": inp.kappa_standardized,
+                "normalized_by": inp.normalized_by,
+                "features": [_feature_evidence(f) for f in feats[:64]],
+            },
+            fix=standardize_fix(inp, feats),
+        )
+
+
+def _describe_feature(f: FeatureStats) -> str:
+    return f"{f.name} spans [{num(f.min)}, {num(f.max)}], mean {num(f.mean)}, std {num(f.std)}"
+
+
+def _feature_evidence(f: FeatureStats) -> dict[str, object]:
+    return {
+        "name": f.name,
+        "mean": f.mean,
+        "std": f.std,
+        "min": f.min,
+        "max": f.max,
+        "kappa": f.kappa,
+        "count": f.count,
+    }
+
+
+@rule("SC102", "input-scales-differ", Severity.WARNING, "input-scale", thresholds=(SCALE_RATIO,))
+def input_scales_differ(ctx: Context) -> Iterator[Finding]:
+    """The features of one input have very different scales.
+
+    What it does:
+        Compares the standard deviations of the non-constant features of each input and
+        flags inputs where the largest is more than ``std_ratio`` times the smallest.
+
+    Why it matters:
+        One learning rate serves all weights of a layer. When feature scales differ by a
+        factor ``r``, the Hessian's diagonal differs by ``r^2``: the step that suits the
+        large feature barely moves the small one's weight, and the step that suits the
+        small one diverges on the large one.
+
+    Example:
+        Tabular data with ``age`` (std 12) next to ``income`` (std 3e4): ratio 2500.
+
+    Fix:
+        Standardize each feature separately (``report.standardizer()`` does).
+
+    Known problems:
+        One-hot or rare binary features have small stds by nature; standardizing them is
+        still harmless.
+    """
+    for inp in _feature_inputs(ctx):
+        varying = [f for f in inp.features if f.std]
+        if len(varying) < 2:
+            continue
+        big = max(varying, key=lambda f: f.std or 0.0)
+        small = min(varying, key=lambda f: f.std or math.inf)
+        assert big.std is not None and small.std is not None
+        ratio = big.std / small.std
+        if ratio <= SCALE_RATIO.value:
+            continue
+        yield input_scales_differ.finding(
+            f"The features of {inp.name} differ in scale by a factor of {num(ratio)}: "
+            f"{big.name} has std {num(big.std)}, {small.name} has std {num(small.std)}.",
+            where=inp.name,
+            evidence={
+                "input": inp.name,
+                "ratio": ratio,
+                "largest": _feature_evidence(big),
+                "smallest": _feature_evidence(small),
+            },
+            fix=standardize_fix(inp, [big, small]),
+        )
+
+
+@rule("SC103", "input-spans-decades", Severity.WARNING, "input-scale", thresholds=(DECADES, SPREAD))
+def input_spans_decades(ctx: Context) -> Iterator[Finding]:
+    """A positive feature spans several orders of magnitude with a heavy tail.
+
+    What it does:
+        Flags strictly positive features whose max/min ratio is at least ``10**decades``
+        and whose range exceeds ``range_in_stds`` standard deviations.
+
+    Why it matters:
+        Standardizing such a feature still leaves most samples squeezed together and a
+        few far out; the far ones saturate units and dominate the gradient. Prices,
+        counts and durations are usually meaningful in ratios: their logarithm is the
+        well-behaved feature.
+
+    Example:
+        Transaction amounts from 0.5 to 2e6, mostly below 100.
+
+    Fix:
+        Take the logarithm, then standardize: ``(log(x) - log_mean) / log_std`` with the
+        measured ``log_mean`` and ``log_std``. ``report.standardizer(log=True)`` does it.
+
+    Known problems:
+        Needs every measured value to be positive.
+    """
+    for inp in _feature_inputs(ctx):
+        for f in inp.features:
+            if not (f.positive and f.std and f.max is not None and f.min):
+                continue
+            decades = math.log10(f.max / f.min)
+            spread = (f.max - f.min) / f.std
+            if decades < DECADES.value or spread < SPREAD.value:
+                continue
+            log_code = ""
+            if f.log_mean is not None and f.log_std:
+                log_code = f"x = (torch.log(x) - {_lit(f.log_mean)}) / {_lit(f.log_std)}"
+            yield input_spans_decades.finding(
+                f"{f.name} is positive and spans {decades:.1f} decades "
+                f"([{num(f.min)}, {num(f.max)}]) with a range of {spread:.0f} standard "
+                "deviations: a log transform will serve it better than standardizing alone.",
+                where=f.name,
+                evidence={
+                    "feature": _feature_evidence(f),
+                    "decades": decades,
+                    "range_in_stds": spread,
+                    "log_mean": f.log_mean,
+                    "log_std": f.log_std,
+                },
+                fix=Fix(
+                    summary=f"Log-transform {f.name}, then standardize it.",
+                    code="model = torch.nn.Sequential(report.standardizer(log=True), model)"
+                    + (f"\n# or in your data pipeline:\n# {log_code}" if log_code else ""),
+                    applicability="changes what the model is trained on: retrain after applying",
+                    values={"feature": f.name, "log_mean": f.log_mean, "log_std": f.log_std},
+                ),
+            )
+
+
+@rule("SC104", "constant-input-feature", Severity.INFO, "input-data")
+def constant_input_feature(ctx: Context) -> Iterator[Finding]:
+    """An input feature has the same value in every measured sample.
+
+    What it does:
+        Flags features with zero variance over the measured batches.
+
+    Why it matters:
+        A constant feature carries no information, acts as a second bias, and cannot be
+        standardized (its std is 0; the standardizer leaves it centred, unscaled).
+
+    Example:
+        A column of a tabular dataset that is always 0 in the training split.
+
+    Fix:
+        Drop the feature, or check the data pipeline if it should vary.
+
+    Known problems:
+        A rare category can look constant in a few batches: raise ``max_batches``.
+    """
+    for inp in _feature_inputs(ctx):
+        const = [f for f in inp.features if f.std == 0 and f.count >= 2]
+        if not const:
+            continue
+        names = ", ".join(f"{f.name} = {num(f.mean)}" for f in const[:5])
+        more = f" and {len(const) - 5} more" if len(const) > 5 else ""
+        yield constant_input_feature.finding(
+            f"{plural(len(const), 'feature')} of {inp.name} never change in the measured "
+            f"samples: {names}{more}.",
+            where=const[0].name if len(const) == 1 else inp.name,
+            evidence={"features": [_feature_evidence(f) for f in const[:64]]},
+            fix=Fix(summary="Drop constant features, or check why they do not vary."),
+        )
+
+
+@rule("SC105", "non-finite-input", Severity.ERROR, "input-data")
+def non_finite_input(ctx: Context) -> Iterator[Finding]:
+    """An input feature contains NaN or infinite values.
+
+    What it does:
+        Counts NaN and +-inf values per feature (they are left out of every other
+        statistic).
+
+    Why it matters:
+        One NaN in a batch makes the loss and every gradient NaN; the optimizer then
+        writes NaN into the weights.
+
+    Example:
+        Missing values read as NaN from a CSV file.
+
+    Fix:
+        Impute or drop them in the data pipeline (``torch.nan_to_num`` with a deliberate
+        value, or a missing-value indicator feature).
+
+    Known problems:
+        None known.
+    """
+    for inp in _feature_inputs(ctx):
+        bad = [f for f in inp.features if f.nonfinite > 0]
+        if not bad:
+            continue
+        total = sum(f.nonfinite for f in bad)
+        names = ", ".join(f"{f.name} ({f.nonfinite})" for f in bad[:5])
+        yield non_finite_input.finding(
+            f"{plural(total, 'non-finite value')} (NaN or inf) in {inp.name}: {names}.",
+            where=bad[0].name if len(bad) == 1 else inp.name,
+            evidence={"counts": {f.name: f.nonfinite for f in bad[:64]}},
+            fix=Fix(
+                summary="Impute or drop non-finite values before training.",
+                code="x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # or impute",
+            ),
+        )

@@ -1,0 +1,176 @@
+"""SC4xx: rules about the loss and the targets (the trial's rules live beside the trial)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .._format import num
+from ..findings import Finding, Fix, Severity
+from ..measurements import feature_kappa
+from ._registry import Context, Threshold, rule
+from .inputs import KAPPA_WARN
+
+AT_BASELINE = Threshold(
+    "baseline_margin",
+    0.01,
+    "A loss within 1% of the constant predictor's (or above it) means the model does no "
+    "better than always answering the mean target.",
+)
+FLAT_OUTPUT = Threshold(
+    "prediction_spread",
+    1e-3,
+    "Predictions whose spread across samples is below 1/1000 of the targets' spread are, "
+    "for fitting purposes, the same answer for every input: a network whose first layer "
+    "is saturated produces exactly this (spread 0), while a randomly initialized network "
+    "on standardized inputs varies its outputs by 1% to 100% of the targets' spread.",
+)
+
+
+@rule(
+    "SC401", "loss-at-baseline", Severity.WARNING, "plateau", thresholds=(AT_BASELINE, FLAT_OUTPUT)
+)
+def loss_at_baseline(ctx: Context) -> Iterator[Finding]:
+    """The model's output ignores its input, and its loss is that of a constant predictor.
+
+    What it does:
+        Compares the measured loss with the loss of the best constant predictor (the
+        targets' variance for squared error, the label entropy for cross-entropy) and the
+        spread of the predictions across samples with the spread of the targets. Fires
+        when the loss is not below the baseline and the predictions barely vary.
+
+    Why it matters:
+        A network that gives the same answer for every input can only learn the mean
+        target. This is the plateau users see when inputs are badly scaled: every
+        learning rate "trains" to the same loss, the targets' variance.
+
+    Example:
+        The reference interpolation network on raw inputs: loss 0.06, baseline 0.0527,
+        predictions identical for every x.
+
+    Fix:
+        Standardize the input; see the input-layer findings for why the output is flat.
+
+    Known problems:
+        Needs a loss with a known baseline (inferred MSE or cross-entropy, or a torch
+        MSELoss / CrossEntropyLoss / BCELoss passed as loss_fn).
+    """
+    loss = ctx.measurements.loss
+    if loss is None or loss.value is None or loss.baseline is None:
+        return
+    if loss.value < loss.baseline * (1 - AT_BASELINE.value):
+        return
+    if loss.prediction_spread is None or not loss.target_spread:
+        return
+    ratio = loss.prediction_spread / loss.target_spread
+    if ratio >= FLAT_OUTPUT.value:
+        return
+    yield loss_at_baseline.finding(
+        f"The model gives practically the same output for every input (prediction spread "
+        f"{num(loss.prediction_spread)} vs target spread {num(loss.target_spread)}); its loss "
+        f"{num(loss.value)} is no better than always predicting the mean target "
+        f"({num(loss.baseline)}).",
+        where="output",
+        evidence={
+            "loss": loss.value,
+            "baseline": loss.baseline,
+            "prediction_spread": loss.prediction_spread,
+            "target_spread": loss.target_spread,
+            "spread_ratio": ratio,
+        },
+        fix=Fix(
+            summary="Make the input reach the output: standardize it.",
+            code="model = torch.nn.Sequential(report.standardizer(), model)",
+            applicability="retrain after applying",
+        ),
+    )
+
+
+@rule("SC402", "non-finite-loss", Severity.ERROR, "other")
+def non_finite_loss(ctx: Context) -> Iterator[Finding]:
+    """The loss was NaN or infinite on some batches.
+
+    What it does:
+        Flags the run when any measured batch's loss is not finite.
+
+    Why it matters:
+        The gradients of a non-finite loss are non-finite; one optimizer step ruins the
+        weights.
+
+    Example:
+        NaN in the inputs or targets; ``log(0)`` in a custom loss.
+
+    Fix:
+        Check the inputs and targets for NaN (SC105); compute losses from logits.
+
+    Known problems:
+        None known.
+    """
+    loss = ctx.measurements.loss
+    if loss is None or not loss.nonfinite:
+        return
+    bad = [i for i, v in enumerate(loss.per_batch) if v is None]
+    yield non_finite_loss.finding(
+        f"The loss was NaN or inf on {len(bad)} of {len(loss.per_batch)} measured batches "
+        f"(first: batch {bad[0]}).",
+        where="loss",
+        evidence={"batches": bad[:64]},
+        fix=Fix(summary="Remove non-finite inputs or targets; compute the loss from logits."),
+    )
+
+
+@rule("SC403", "unscaled-regression-target", Severity.ERROR, "target", thresholds=(KAPPA_WARN,))
+def unscaled_regression_target(ctx: Context) -> Iterator[Finding]:
+    """Regression targets far from unit scale under a squared-error loss.
+
+    What it does:
+        For squared-error losses, computes the same ``kappa`` as for input features
+        (condition number of ``[[m^2 + s^2, m], [m, 1]]``) for each target column and
+        flags columns above ``kappa_warn``.
+
+    Why it matters:
+        The output layer must produce values of the targets' scale from unit-scale
+        activations: its weights have to grow by orders of magnitude, the loss and its
+        gradients are huge at the start, and the bias must learn a large offset slowly.
+        House prices in the hundreds of thousands are the classic case.
+
+    Example:
+        Targets with mean 2.1e5 and std 9e4 under MSELoss.
+
+    Fix:
+        Standardize the targets, train on ``(y - mean) / std``, and invert the transform
+        at prediction time: ``y_hat = prediction * std + mean``.
+
+    Known problems:
+        Only inferred MSE and torch MSELoss are recognized.
+    """
+    loss = ctx.measurements.loss
+    if loss is None or not loss.targets:
+        return
+    flagged = [
+        t for t in loss.targets if t.std and (feature_kappa(t.mean, t.std) or 0) > KAPPA_WARN.value
+    ]
+    if not flagged:
+        return
+    worst = max(flagged, key=lambda t: feature_kappa(t.mean, t.std) or 0)
+    means = [t.mean for t in loss.targets]
+    stds = [t.std or 1.0 for t in loss.targets]
+    yield unscaled_regression_target.finding(
+        f"Regression targets are far from unit scale: {worst.name} spans "
+        f"[{num(worst.min)}, {num(worst.max)}], mean {num(worst.mean)}, std {num(worst.std)} "
+        f"(kappa {num(feature_kappa(worst.mean, worst.std))}).",
+        where=worst.name if len(flagged) == 1 else "targets",
+        evidence={
+            "targets": [
+                {"name": t.name, "mean": t.mean, "std": t.std, "min": t.min, "max": t.max}
+                for t in flagged[:64]
+            ]
+        },
+        fix=Fix(
+            summary="Standardize the targets for training and invert at prediction.",
+            code=f"y_scaled = (y - {means[0]!r}) / {stds[0]!r}  # train on this\n"
+            f"prediction = model(x) * {stds[0]!r} + {means[0]!r}  # to get back to units",
+            applicability="changes the training targets: retrain, and invert predictions",
+            values={"mean": means, "std": stds},
+        ),
+        severity=Severity.ERROR,
+    )

@@ -1,0 +1,1 @@
+"""Stage 2: running the model over the batches with the monitors attached, borrowing it."""

@@ -1,0 +1,136 @@
+"""Borrow the model and the process, and give both back exactly as they were.
+
+:class:`Borrowed` records, before anything runs:
+
+- every parameter and buffer: the tensor object, its ``_version`` counter, dtype, device,
+  and a copy of its values (buffers always; parameters unless they are very large, in
+  which case the version counter proves they were not written);
+- every parameter's ``.grad`` object and its version;
+- every module's ``training`` flag;
+- the torch CPU (and CUDA, when initialized), numpy and ``random`` RNG states;
+- grad mode, the default dtype, the thread count and the deterministic-algorithms flag.
+
+:meth:`Borrowed.restore` puts back whatever changed, in place, so tensor identities held by
+the user (and by their optimizer) stay valid. It runs in a ``finally``, also when the model,
+the loader or scalecheck itself raises, or on KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Borrowed"]
+
+#: Parameters are copied for restoration while they total at most this many bytes; above
+#: it, their version counters still detect any write (and restore raises).
+PARAM_COPY_LIMIT = 1 << 30
+
+
+@dataclass
+class _TensorRecord:
+    tensor: Tensor
+    version: int
+    copy: Tensor | None
+
+
+class Borrowed:
+    """A snapshot of everything ``diagnose`` could disturb."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        params = list(model.named_parameters(remove_duplicate=False))
+        buffers = list(model.named_buffers(remove_duplicate=False))
+        param_bytes = sum(p.numel() * p.element_size() for _, p in params)
+        copy_params = param_bytes <= PARAM_COPY_LIMIT
+        with torch.no_grad():
+            self.params = {
+                n: _TensorRecord(p, p._version, p.detach().clone() if copy_params else None)
+                for n, p in params
+            }
+            self.buffers = {n: _TensorRecord(b, b._version, b.detach().clone()) for n, b in buffers}
+        self.param_attrs = _slots(model, "_parameters")
+        self.buffer_attrs = _slots(model, "_buffers")
+        self.grads = {
+            n: (p.grad, p.grad._version if p.grad is not None else None) for n, p in params
+        }
+        self.requires_grad = {n: p.requires_grad for n, p in params}
+        self.training = [(m, m.training) for m in model.modules()]
+        self.rng_cpu = torch.get_rng_state()
+        self.rng_cuda = (
+            torch.cuda.get_rng_state_all()
+            if torch.cuda.is_available() and torch.cuda.is_initialized()
+            else None
+        )
+        self.rng_numpy = np.random.get_state()
+        self.rng_python = random.getstate()
+        self.grad_enabled = torch.is_grad_enabled()
+        self.default_dtype = torch.get_default_dtype()
+        self.threads = torch.get_num_threads()
+        self.deterministic = torch.are_deterministic_algorithms_enabled()
+        self.deterministic_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+
+    def restore(self) -> list[str]:
+        """Put everything back; returns what had to be repaired (for the report's notes)."""
+        repaired: list[str] = []
+        with torch.no_grad():
+            for kind, records in (("parameter", self.params), ("buffer", self.buffers)):
+                for name, rec in records.items():
+                    if rec.tensor._version != rec.version:
+                        if rec.copy is None:
+                            repaired.append(
+                                f"{kind} {name} was modified in place and is too large to restore"
+                            )
+                            continue
+                        rec.tensor.copy_(rec.copy)
+                        repaired.append(f"{kind} {name} was modified by the forward; restored")
+        for (module, attr, key), value in self.param_attrs.items():
+            if getattr(module, attr).get(key) is not value:
+                getattr(module, attr)[key] = value
+                repaired.append(f"parameter slot {key} of {type(module).__name__} restored")
+        for (module, attr, key), value in self.buffer_attrs.items():
+            if getattr(module, attr).get(key) is not value:
+                getattr(module, attr)[key] = value
+                repaired.append(f"buffer slot {key} of {type(module).__name__} restored")
+        for name, rec in self.params.items():
+            p = rec.tensor
+            grad, _version = self.grads[name]
+            if p.grad is not grad:
+                p.grad = grad
+            if p.requires_grad != self.requires_grad[name]:
+                p.requires_grad_(self.requires_grad[name])
+        for module, flag in self.training:
+            if module.training != flag:
+                module.training = flag
+        torch.set_rng_state(self.rng_cpu)
+        if self.rng_cuda is not None:
+            torch.cuda.set_rng_state_all(self.rng_cuda)
+        np.random.set_state(self.rng_numpy)
+        random.setstate(self.rng_python)
+        torch.set_grad_enabled(self.grad_enabled)
+        if torch.get_default_dtype() != self.default_dtype:
+            torch.set_default_dtype(self.default_dtype)
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        if (
+            torch.are_deterministic_algorithms_enabled() != self.deterministic
+            or torch.is_deterministic_algorithms_warn_only_enabled() != self.deterministic_warn_only
+        ):
+            torch.use_deterministic_algorithms(
+                self.deterministic, warn_only=self.deterministic_warn_only
+            )
+        return repaired
+
+
+def _slots(model: nn.Module, attr: str) -> dict[tuple[nn.Module, str, str], Any]:
+    """``(module, "_parameters", key) -> object`` for every registered slot."""
+    out: dict[tuple[nn.Module, str, str], Any] = {}
+    for module in model.modules():
+        for key, value in getattr(module, attr).items():
+            out[(module, attr, key)] = value
+    return out

@@ -1,0 +1,306 @@
+"""Stage 2: run up to ``max_batches`` batches through the model with the monitors attached.
+
+For each batch: adapt it (:mod:`scalecheck.batches`), run the forward inside the activation
+monitor's TorchFunctionMode, compute the loss, take gradients with
+:func:`torch.autograd.grad` (never ``.backward()``), and feed the monitors. The model is
+borrowed (:class:`~scalecheck.session._borrow.Borrowed`) and given back in a ``finally``.
+
+Errors raised by the user's loader, ``prepare``, model or loss are re-raised as
+:class:`~scalecheck.errors.ScaleCheckError` subclasses that name the batch index and the
+last module reached, chained to the original. Errors inside scalecheck's own monitors do not
+stop the run: they are collected and become an ``SC001 internal-error`` finding (``strict``
+re-raises them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import describe
+from ..batches._adapter import BatchAdapter, ModelCall, describe_batch
+from ..errors import LoaderError, ModelError, ScaleCheckError
+from ..measurements import Measurements
+from ..monitors.activations import ActivationMonitor
+from ..monitors.gradients import GradientMonitor
+from ..monitors.inputs import InputMonitor, InputPlan, feature_axis
+from ..monitors.loss import LossMonitor
+from ._borrow import Borrowed
+from ._tracker import ModuleTracker
+
+__all__ = ["SessionResult", "run_session"]
+
+log = logging.getLogger("scalecheck")
+
+_CHANNELS_FIRST_OPS = {"conv", "batch_norm", "instance_norm", "group_norm"}
+_NORM_OPS = {"batch_norm", "instance_norm", "group_norm", "layer_norm"}
+
+
+@dataclass
+class SessionResult:
+    """What one session produced."""
+
+    measurements: Measurements
+    batches: list[ModelCall] = field(default_factory=list)
+    internal_errors: list[tuple[str, BaseException]] = field(default_factory=list)
+
+
+def placement(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
+    """The model's device and floating dtype (from its first parameter or buffer)."""
+    device = torch.device("cpu")
+    float_dtype = None
+    for t in (*model.parameters(), *model.buffers()):
+        device = t.device
+        break
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            float_dtype = t.dtype
+            break
+    return device, float_dtype
+
+
+def run_session(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    loss_fn: Callable[..., Tensor] | None,
+    prepare: Callable[[Any], Any] | None,
+    max_batches: int,
+    seed: int,
+    strict: bool,
+    keep_batches: bool,
+) -> SessionResult:
+    """Measure *model* on up to *max_batches* batches of *loader* (see module docs)."""
+    internal: list[tuple[str, BaseException]] = []
+
+    def on_error(stage: str, exc: BaseException) -> None:
+        if strict:
+            raise exc
+        log.warning("scalecheck: internal error in %s: %r", stage, exc)
+        internal.append((stage, exc))
+
+    borrowed = Borrowed(model)
+    iterator: Iterator[Any] | None = None
+    notes: list[str] = []
+    try:
+        torch.manual_seed(seed)
+        with contextlib.ExitStack() as stack:
+            tracker = ModuleTracker(model, stack)
+            device, float_dtype = placement(model)
+            adapter = BatchAdapter(model, prepare, device, float_dtype)
+            trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            param_names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+            activations = ActivationMonitor(tracker, param_names, device, seed, on_error)
+            inputs = InputMonitor(device)
+            gradients = GradientMonitor(trainable, device)
+            losses = LossMonitor(loss_fn, device)
+            iterator, one_shot = _iterate(loader)
+            cached: list[ModelCall] = []
+            samples = 0
+            index = -1
+            for index in range(max_batches):
+                batch = _next_batch(iterator, index)
+                if batch is _END:
+                    index -= 1
+                    break
+                call = adapter.adapt(batch, index)
+                tracker.begin_forward()
+                with torch.enable_grad():
+                    with activations.watch(call.inputs, trace=index == 0):
+                        output = _forward(model, call, index, tracker)
+                    activations.end_forward()
+                    if index == 0:
+                        _plan(call, activations, inputs, gradients)
+                    loss = losses.compute(output, call.targets, index)
+                    grads = _gradients(loss, [p for _, p in trainable], index, tracker)
+                _guard(on_error, "input monitor", inputs.update, call.inputs, index)
+                _guard(on_error, "gradient monitor", gradients.update, grads)
+                samples += _samples(call)
+                if keep_batches:
+                    cached.append(call.detached())
+                del output, loss, grads
+            batches = index + 1
+            if batches == 0:
+                raise LoaderError(
+                    f"the loader yielded no batches ({describe(loader)}). Pass a loader with "
+                    "at least one batch; check the Dataset's length and drop_last."
+                )
+            if one_shot:
+                notes.append(
+                    f"the loader is a one-shot iterator: {batches} batch(es) were consumed "
+                    "from it; iterating it again continues after them"
+                )
+            if not model.training:
+                notes.append(
+                    "the model was in eval mode and was measured that way (dropout off, "
+                    "batch norm using running statistics)"
+                )
+            notes.extend(adapter.notes)
+            structure = activations.structure
+            consumers = {k: (c.module, c.op) for k, c in structure.consumers.items()}
+            normalized = {k: c.module for k, c in structure.consumers.items() if c.op in _NORM_OPS}
+            measurements = Measurements(
+                inputs=inputs.results(consumers, normalized, structure.transformed_by),
+                layers=activations.results(),
+                gradients=gradients.results(),
+                loss=losses.results(),
+                batches=batches,
+                samples=samples,
+                device=str(device),
+                dtype=str(float_dtype).replace("torch.", "") if float_dtype else "none",
+                training=model.training,
+                notes=tuple(notes),
+            )
+    finally:
+        _close(iterator, loader)
+        repaired = borrowed.restore()
+    if repaired:
+        measurements = _with_notes(measurements, repaired)
+    return SessionResult(measurements=measurements, batches=cached, internal_errors=internal)
+
+
+_END = object()
+
+
+def _iterate(loader: Iterable[Any]) -> tuple[Iterator[Any], bool]:
+    try:
+        iterator = iter(loader)
+    except Exception as exc:
+        raise LoaderError(
+            f"loader could not be iterated: iter() raised {type(exc).__name__}: {exc}"
+        ) from exc
+    return iterator, iterator is loader
+
+
+def _next_batch(iterator: Iterator[Any], index: int) -> Any:
+    try:
+        return next(iterator)
+    except StopIteration:
+        return _END
+    except ScaleCheckError:
+        raise
+    except Exception as exc:
+        raise LoaderError(
+            f"the loader raised {type(exc).__name__} while producing batch {index}: {exc}"
+        ) from exc
+
+
+def _forward(model: nn.Module, call: ModelCall, index: int, tracker: ModuleTracker) -> Any:
+    try:
+        return model(*call.args, **call.kwargs)
+    except ScaleCheckError:
+        raise
+    except Exception as exc:
+        where = tracker.last_module or "<model>"
+        module_type = tracker.module_types.get(where, "")
+        shapes = describe_batch(call.kwargs if call.kwargs else call.args)
+        hint = ""
+        if index == 0:
+            hint = (
+                " If the batches need converting first (e.g. inputs.float().view(-1, 1) as "
+                "in your training loop), pass prepare=lambda batch: (inputs, targets) to "
+                "diagnose()."
+            )
+        raise ModelError(
+            f"the model raised {type(exc).__name__} on batch {index} in module {where!r}"
+            f"{f' ({module_type})' if module_type else ''}: {exc}\n"
+            f"It was called with {shapes}.{hint}"
+        ) from exc
+
+
+def _gradients(
+    loss: Tensor, params: list[Tensor], index: int, tracker: ModuleTracker
+) -> tuple[Tensor | None, ...]:
+    if not params:
+        return ()
+    try:
+        return torch.autograd.grad(loss, params, allow_unused=True)
+    except Exception as exc:
+        raise ModelError(
+            f"computing gradients failed on batch {index} ({type(exc).__name__}: {exc}). "
+            "This usually comes from a custom autograd function in the model or an in-place "
+            "operation on a tensor autograd still needs."
+        ) from exc
+
+
+def _plan(
+    call: ModelCall,
+    activations: ActivationMonitor,
+    inputs: InputMonitor,
+    gradients: GradientMonitor,
+) -> None:
+    """Decide, from the traced first batch, which inputs are features and along which axis."""
+    structure = activations.structure
+    feature_counts = []
+    layer_params: set[str] = set()
+    for name, t in call.inputs.items():
+        consumer = structure.consumers.get(name)
+        if t.is_floating_point():
+            kind = "feature"
+        elif name in structure.categorical:
+            kind = "categorical"
+        elif name in structure.converted_to_float:
+            kind = "feature"
+        else:
+            kind = "ignored"
+        channels_first = consumer is not None and consumer.op in _CHANNELS_FIRST_OPS
+        axis = feature_axis(t, channels_first)
+        features = 1 if axis is None else int(t.shape[axis])
+        inputs.add(
+            InputPlan(
+                name=name,
+                kind=kind,
+                axis=axis,
+                features=features,
+                dtype=str(t.dtype).replace("torch.", ""),
+                shape=tuple(t.shape),
+            )
+        )
+        if kind == "feature":
+            feature_counts.append(features)
+            if consumer is not None and consumer.op not in _NORM_OPS:
+                layer_params.update(consumer.params)
+    share_features = feature_counts[0] if len(feature_counts) == 1 else 0
+    gradients.watch_input_layer(layer_params, share_features)
+
+
+def _guard(
+    on_error: Callable[[str, BaseException], None], stage: str, fn: Callable[..., Any], *args: Any
+) -> None:
+    try:
+        with torch.no_grad():
+            fn(*args)
+    except ScaleCheckError:
+        raise
+    except Exception as exc:
+        on_error(stage, exc)
+
+
+def _samples(call: ModelCall) -> int:
+    for t in call.inputs.values():
+        return int(t.shape[0]) if t.dim() > 0 else 1
+    return 0
+
+
+def _close(iterator: Iterator[Any] | None, loader: Any) -> None:
+    """Shut down DataLoader worker processes started for this iteration."""
+    if iterator is None or iterator is loader:
+        return
+    if getattr(loader, "persistent_workers", False):
+        return  # the DataLoader reuses these workers for the user's next epoch
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if callable(shutdown):
+        with contextlib.suppress(Exception):
+            shutdown()
+
+
+def _with_notes(m: Measurements, extra: list[str]) -> Measurements:
+    from dataclasses import replace
+
+    return replace(m, notes=(*m.notes, *extra))

@@ -1,0 +1,154 @@
+"""The fix, as a module: standardize inputs with the measured statistics.
+
+:class:`Standardizer` holds the fitted mean and std of each feature in buffers, so it moves
+with ``.to(device)``, saves with ``state_dict()`` and prepends to a model:
+``nn.Sequential(report.standardizer(), model)``. Features flagged as spanning decades can be
+log-transformed first (``report.standardizer(log=True)``). For models with several inputs,
+:class:`StandardizedModel` applies one standardizer per named input and calls the model.
+
+Example:
+    >>> import torch
+    >>> s = Standardizer(mean=[100.0], std=[50.0], axis=1, ndim=2)
+    >>> s(torch.tensor([[150.0], [50.0]])).flatten().tolist()
+    [1.0, -1.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InvalidArgumentError
+
+__all__ = ["StandardizedModel", "Standardizer"]
+
+
+class Standardizer(nn.Module):
+    """``(x - mean) / std`` per feature, optionally after ``log`` on some features.
+
+    Args:
+        mean: per-feature mean (of ``log x`` for log features).
+        std: per-feature std; zeros (constant features) are replaced by 1.
+        axis: the dimension that indexes features (None: one feature, the whole tensor).
+        ndim: the number of dimensions of the inputs it was fitted on.
+        log: per-feature flags: take ``log`` first.
+    """
+
+    mean: Tensor
+    std: Tensor
+    log_mask: Tensor
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        axis: int | None = 1,
+        ndim: int = 2,
+        log: Sequence[bool] | None = None,
+    ) -> None:
+        super().__init__()
+        mean_t = torch.as_tensor(list(mean), dtype=torch.float64)
+        std_t = torch.as_tensor(list(std), dtype=torch.float64)
+        if mean_t.shape != std_t.shape or mean_t.dim() != 1:
+            raise InvalidArgumentError(
+                f"mean and std must be 1-D and the same length, got {tuple(mean_t.shape)} and "
+                f"{tuple(std_t.shape)}."
+            )
+        std_t = torch.where(std_t > 0, std_t, torch.ones_like(std_t))
+        log_t = (
+            torch.zeros(mean_t.shape, dtype=torch.bool)
+            if log is None
+            else torch.as_tensor(list(log), dtype=torch.bool)
+        )
+        self.register_buffer("mean", mean_t.float())
+        self.register_buffer("std", std_t.float())
+        self.register_buffer("log_mask", log_t)
+        self.axis = axis
+        self.ndim = ndim
+
+    @property
+    def features(self) -> int:
+        """Number of features."""
+        return int(self.mean.shape[0])
+
+    def _shape(self, x: Tensor) -> list[int]:
+        shape = [1] * x.dim()
+        if self.axis is None or (self.features == 1 and x.dim() <= 1):
+            return shape or [1]
+        axis = self.axis
+        if x.dim() != self.ndim:
+            if axis == self.ndim - 1:
+                axis = x.dim() - 1  # features in the last dimension stay there
+            else:
+                raise InvalidArgumentError(
+                    f"this Standardizer was fitted on {self.ndim}-D inputs with features in "
+                    f"dimension {self.axis}; got an input of shape {tuple(x.shape)}."
+                )
+        if x.shape[axis] != self.features:
+            raise InvalidArgumentError(
+                f"this Standardizer has {self.features} features (dimension {self.axis}); got "
+                f"an input of shape {tuple(x.shape)}."
+            )
+        shape[axis] = self.features
+        return shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Standardize *x* (integers are converted to the buffers' float dtype)."""
+        if not x.is_floating_point():
+            x = x.to(self.mean.dtype)
+        shape = self._shape(x)
+        mean = self.mean.to(x.dtype).reshape(shape)
+        std = self.std.to(x.dtype).reshape(shape)
+        if bool(self.log_mask.any()):
+            mask = self.log_mask.reshape(shape)
+            x = torch.where(mask, torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)), x)
+        return (x - mean) / std
+
+    def extra_repr(self) -> str:
+        shown = ", ".join(
+            f"{m:.4g}±{s:.4g}"
+            for m, s in zip(self.mean.tolist()[:4], self.std.tolist()[:4], strict=True)
+        )
+        more = ", ..." if self.features > 4 else ""
+        logs = f", log={int(self.log_mask.sum())} features" if bool(self.log_mask.any()) else ""
+        return f"features={self.features}, axis={self.axis}, [{shown}{more}]{logs}"
+
+
+class StandardizedModel(nn.Module):
+    """A model whose named inputs are standardized before it runs.
+
+    Args:
+        model: the original model.
+        standardizers: input name -> :class:`Standardizer`. A name is ``"input"`` for a
+            single positional input, the forward's parameter name, or a keyword.
+        positional: the names of the forward's positional inputs, in order.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        standardizers: Mapping[str, Standardizer],
+        positional: Sequence[str] = ("input",),
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.standardizers = nn.ModuleDict(dict(standardizers))
+        self.positional = tuple(positional)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Standardize the known inputs, then call the model."""
+        names = ["input"] if len(args) == 1 else list(self.positional[: len(args)])
+        new_args = [
+            self.standardizers[n](a) if n in self.standardizers and isinstance(a, Tensor) else a
+            for n, a in zip(names, args, strict=False)
+        ]
+        new_args += list(args[len(new_args) :])
+        new_kwargs = {
+            k: self.standardizers[k](v) if k in self.standardizers and isinstance(v, Tensor) else v
+            for k, v in kwargs.items()
+        }
+        return self.model(*new_args, **new_kwargs)

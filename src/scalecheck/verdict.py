@@ -1,0 +1,91 @@
+"""Stage 5: from findings to one verdict, with the reason in a sentence.
+
+- ``stalling``: an input-scale finding (SC1xx, warning or error) **and** evidence that it
+  blocks learning: a ``blocked`` finding at the input layer (exact saturation, exactly-zero
+  or vanishing gradients, a saturated softmax) while the loss is not below the constant
+  predictor's, or a trial in which rescaling the inputs trains clearly better than the raw
+  inputs.
+- ``at_risk``: an input-scale finding without that evidence (including inputs a
+  normalization layer takes care of, or a trial in which the raw inputs train fine).
+- ``ok``: no input-scale finding. Other findings may still be listed: a verdict is a
+  statement about the input features only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._format import num
+from .findings import Finding, Severity, Verdict
+from .measurements import Measurements
+
+__all__ = ["decide"]
+
+#: Loss within this fraction of the constant predictor's loss counts as "not learning"
+#: (the same margin as rule SC401).
+PLATEAU_MARGIN = 0.01
+
+
+def decide(
+    findings: Sequence[Finding], measurements: Measurements, trial: Any = None
+) -> tuple[Verdict, str]:
+    """The verdict and a one-sentence reason."""
+    scale = [f for f in findings if f.category == "input-scale"]
+    serious = [f for f in scale if f.severity >= Severity.WARNING]
+    blocked = [f for f in findings if f.category == "blocked"]
+    trial_says = [f for f in findings if f.category == "trial"]
+    loss = measurements.loss
+    plateau = True
+    if loss is not None and loss.value is not None and loss.baseline is not None:
+        plateau = loss.value >= loss.baseline * (1 - PLATEAU_MARGIN)
+    if not scale:
+        return Verdict.OK, "The input features are well scaled."
+    what = _scale_phrase(serious or scale)
+    if serious and trial_says:
+        return Verdict.STALLING, (
+            f"{what}, and a short training trial shows it: {trial_says[0].message}"
+        )
+    if serious and blocked and plateau and not _trial_trains(trial):
+        evidence = "; ".join(_short(f) for f in blocked[:3])
+        return Verdict.STALLING, f"{what}, and it is blocking learning: {evidence}."
+    if not serious:
+        return Verdict.AT_RISK, (
+            f"{what}, but the model normalizes it before any nonlinearity; training "
+            "should not stall, though standardizing is still good practice."
+        )
+    if _trial_trains(trial):
+        return Verdict.AT_RISK, (
+            f"{what}, but a short trial on the raw inputs trained about as well as on "
+            "standardized ones; standardizing is still recommended."
+        )
+    return Verdict.AT_RISK, (
+        f"{what}, but no stall was measured: the input layer still passes gradient. "
+        "Expect slower, less stable training until the inputs are standardized."
+    )
+
+
+def _scale_phrase(scale: Sequence[Finding]) -> str:
+    where = sorted({f.where for f in scale if f.where})
+    kappa = None
+    for f in scale:
+        k = f.evidence.get("kappa")
+        if isinstance(k, (int, float)):
+            kappa = k if kappa is None else max(kappa, k)
+    listed = ", ".join(where[:3]) + (" ..." if len(where) > 3 else "")
+    text = f"The input is badly scaled ({listed}"
+    if kappa is not None:
+        text += f"; condition number {num(kappa)}"
+    return text + ")"
+
+
+def _short(f: Finding) -> str:
+    first = f.message.split(": ")[0] if f.code == "SC301" else f.message.split(";")[0]
+    return first.rstrip(".")
+
+
+def _trial_trains(trial: Any) -> bool:
+    """True when a trial ran and the raw arm trained as well as the rescaled ones."""
+    if trial is None:
+        return False
+    return bool(getattr(trial, "raw_trains", False))
