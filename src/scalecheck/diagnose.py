@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,11 +16,13 @@ from torch import Tensor, nn
 
 from . import _validation as v
 from ._version import __version__
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, ScaleCheckError
 from .findings import Finding
 from .report._report import Report, freeze_report
 from .rules._registry import Context, internal_error, run_rules, select_rules
+from .session._borrow import Borrowed
 from .session._run import run_session
+from .trial import TrialOptions, run_trial
 from .verdict import decide
 
 __all__ = ["diagnose"]
@@ -34,7 +37,7 @@ def diagnose(
     max_batches: int = 16,
     seed: int = 0,
     ignore: Iterable[str] | str = (),
-    trial: bool = False,
+    trial: bool | TrialOptions = True,
     strict: bool = False,
 ) -> Report:
     """Tell whether badly scaled inputs are why *model* will not learn, with evidence.
@@ -58,7 +61,11 @@ def diagnose(
         seed: seeds everything random inside (dropout, sampling); the caller's RNG states
             are restored afterwards.
         ignore: rule codes (``"SC101"``), code prefixes (``"SC2"``) or names to skip.
-        trial: reserved for the A/B training trial; must be False in this version.
+        trial: run the A/B training trial when the inputs are badly scaled (raw vs
+            standardized inputs, a few optimizer steps on copies of the model, same
+            batches, same initial weights; see :mod:`scalecheck.trial`). False skips it;
+            a :class:`~scalecheck.trial.TrialOptions` sets its steps, time budget,
+            learning rates or optimizer factory.
         strict: re-raise errors inside scalecheck's own monitors and rules instead of
             reporting them as ``SC001 internal-error``.
 
@@ -88,7 +95,7 @@ def diagnose(
     max_batches = v.check_int("max_batches", max_batches, minimum=1)
     seed = v.check_int("seed", seed, minimum=0)
     ignored = v.check_str_list("ignore", ignore)
-    v.check_bool("trial", trial)
+    trial_options = _trial_options(trial)
     v.check_bool("strict", strict)
     rules = select_rules(ignored)
     if torch.is_inference_mode_enabled():
@@ -97,27 +104,62 @@ def diagnose(
             "Call it outside that context."
         )
     started = time.perf_counter()
-    session = run_session(
-        model,
-        loader,
-        loss_fn=loss_fn,
-        prepare=prepare,
-        max_batches=max_batches,
-        seed=seed,
-        strict=strict,
-        keep_batches=False,
-    )
-    measurements = session.measurements
-    findings: list[Finding] = [internal_error(stage, exc) for stage, exc in session.internal_errors]
-    findings += run_rules(Context(measurements), rules, strict=strict)
+    borrowed = Borrowed(model)
+    try:
+        session = run_session(
+            model,
+            loader,
+            loss_fn=loss_fn,
+            prepare=prepare,
+            max_batches=max_batches,
+            seed=seed,
+            strict=strict,
+            keep_batches=trial_options is not None,
+        )
+        measurements = session.measurements
+        findings: list[Finding] = [
+            internal_error(stage, exc) for stage, exc in session.internal_errors
+        ]
+        findings += run_rules(Context(measurements), rules, strict=strict)
+        trial_result = None
+        if trial_options is not None and any(f.category == "input-scale" for f in findings):
+            log_features = [f.evidence["feature"]["name"] for f in findings if f.code == "SC103"]
+            try:
+                trial_result = run_trial(
+                    model,
+                    session.batches,
+                    measurements,
+                    log_features,
+                    loss_fn=loss_fn,
+                    seed=seed,
+                    options=trial_options,
+                )
+            except ScaleCheckError:
+                raise
+            except Exception as exc:  # a bug of ours inside the trial: report, carry on
+                if strict:
+                    raise
+                findings.append(internal_error("training trial", exc))
+            if trial_result is not None:
+                trial_rules = [
+                    r for r in rules if r.category == "trial" or r.code.startswith("SC41")
+                ]
+                findings += run_rules(
+                    Context(measurements, trial_result), trial_rules, strict=strict
+                )
+        del session
+    finally:
+        repaired = borrowed.restore()
+    if repaired:
+        measurements = replace(measurements, notes=(*measurements.notes, *repaired))
     findings.sort(key=lambda f: (-f.severity.rank, f.code, f.where))
-    verdict, summary = decide(findings, measurements)
+    verdict, summary = decide(findings, measurements, trial_result)
     report = Report(
         verdict=verdict,
         summary=summary,
         findings=tuple(findings),
         measurements=measurements,
-        trial=None,
+        trial=trial_result,
         meta={
             "scalecheck": __version__,
             "torch": torch.__version__.split("+")[0],
@@ -176,3 +218,19 @@ def _check_loader(loader: Any) -> None:
             f"loader must be an iterable of batches (a DataLoader, a list of batches, a "
             f"generator), got {v.describe(loader)}."
         )
+
+
+def _trial_options(trial: Any) -> TrialOptions | None:
+    if isinstance(trial, TrialOptions):
+        v.check_int("trial.steps", trial.steps, minimum=1)
+        v.check_number("trial.budget_s", trial.budget_s, minimum=0.0)
+        v.check_callable(
+            "trial.optimizer",
+            trial.optimizer,
+            hint="pass a function params -> torch.optim.Optimizer.",
+        )
+        for lr in trial.lrs:
+            v.check_number("trial.lrs", lr, minimum=0.0)
+        return trial
+    v.check_bool("trial", trial)
+    return TrialOptions() if trial else None

@@ -113,7 +113,11 @@ class InputStats:
         consumer: module that first consumes the input (the *input layer*), and its op.
         normalized_by: set when that consumer is a normalization layer.
         transformed_by: value-changing operations applied between the model's input and
-            its first layer (e.g. ``["div"]`` for ``x / 255``).
+            its first layer (e.g. ``["__truediv__"]`` for ``x / 255``).
+        seen_by_layer: when the model transforms the input before its first layer, the
+            per-feature statistics of what that layer really receives (the rules judge
+            these; the fix is still fitted on the raw input).
+        seen_kappa: condition number of ``[x, 1]`` for what the first layer receives.
     """
 
     name: str
@@ -130,6 +134,13 @@ class InputStats:
     consumer_op: str | None = None
     normalized_by: str | None = None
     transformed_by: tuple[str, ...] = ()
+    seen_by_layer: tuple[FeatureStats, ...] = ()
+    seen_kappa: float | None = None
+
+    @property
+    def judged(self) -> tuple[FeatureStats, ...]:
+        """The features the rules judge: what the first layer receives."""
+        return self.seen_by_layer or self.features
 
 
 @dataclass(frozen=True, slots=True)

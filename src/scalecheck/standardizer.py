@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InvalidArgumentError
+from .measurements import InputStats
 
-__all__ = ["StandardizedModel", "Standardizer"]
+__all__ = ["StandardizedModel", "Standardizer", "from_input_stats"]
 
 
 class Standardizer(nn.Module):
@@ -152,3 +153,22 @@ class StandardizedModel(nn.Module):
             for k, v in kwargs.items()
         }
         return self.model(*new_args, **new_kwargs)
+
+
+def from_input_stats(inp: InputStats, log_features: Sequence[str] = ()) -> Standardizer:
+    """A :class:`Standardizer` fitted from measured :class:`~scalecheck.InputStats`.
+
+    Features named in *log_features* (and measured positive) are log-transformed first and
+    standardized with the moments of their logarithm.
+    """
+    means, stds, logs = [], [], []
+    for f in inp.features:
+        use_log = f.name in log_features and f.log_mean is not None
+        logs.append(use_log)
+        if use_log:
+            means.append(f.log_mean or 0.0)
+            stds.append(f.log_std or 1.0)
+        else:
+            means.append(f.mean if f.mean is not None else 0.0)
+            stds.append(f.std if f.std else 1.0)
+    return Standardizer(means, stds, axis=inp.feature_axis, ndim=len(inp.shape), log=logs)

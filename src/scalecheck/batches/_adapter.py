@@ -49,20 +49,25 @@ class ModelCall:
         targets: the targets (a tensor, a tuple of tensors, or None).
         inputs: every input tensor by name (``"input"`` for a single positional input, the
             forward's parameter names for several, the keys for keyword inputs).
+        originals: for inputs that were cast to the model's dtype, the values before the
+            cast (statistics are measured on these: a float64 feature with mean 1e6 and std
+            1e-3 is still measurable, though float32 cannot hold its variation).
     """
 
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     targets: Any
     inputs: dict[str, Tensor] = field(default_factory=dict)
+    originals: dict[str, Tensor] = field(default_factory=dict)
 
     def detached(self) -> ModelCall:
         """A copy that holds no autograd history (for caching batches)."""
+        memo: dict[int, Any] = {}
         return ModelCall(
-            args=tuple(_detach(a) for a in self.args),
-            kwargs={k: _detach(v) for k, v in self.kwargs.items()},
-            targets=_detach(self.targets),
-            inputs={k: v.detach() for k, v in self.inputs.items()},
+            args=tuple(_detach(a, memo) for a in self.args),
+            kwargs={k: _detach(v, memo) for k, v in self.kwargs.items()},
+            targets=_detach(self.targets, memo),
+            inputs={k: _detach(v, memo) for k, v in self.inputs.items()},
         )
 
     def replace_inputs(self, new: Mapping[str, Tensor]) -> ModelCall:
@@ -78,16 +83,23 @@ class ModelCall:
         inputs = {k: new.get(k, v) for k, v in self.inputs.items()}
         return ModelCall(args=args, kwargs=kwargs, targets=self.targets, inputs=inputs)
 
+    def measured(self) -> dict[str, Tensor]:
+        """The tensors to measure: the originals where a cast happened, else the inputs."""
+        return {k: self.originals.get(k, v) for k, v in self.inputs.items()}
 
-def _detach(value: Any) -> Any:
+
+def _detach(value: Any, memo: dict[int, Any]) -> Any:
+    """Detach tensors inside *value*; the same tensor always maps to the same copy."""
     if isinstance(value, Tensor):
-        return value.detach()
+        if id(value) not in memo:
+            memo[id(value)] = value.detach()
+        return memo[id(value)]
     if isinstance(value, tuple):
-        return tuple(_detach(v) for v in value)
+        return tuple(_detach(v, memo) for v in value)
     if isinstance(value, list):
-        return [_detach(v) for v in value]
+        return [_detach(v, memo) for v in value]
     if isinstance(value, dict):
-        return {k: _detach(v) for k, v in value.items()}
+        return {k: _detach(v, memo) for k, v in value.items()}
     return value
 
 
@@ -171,6 +183,7 @@ class BatchAdapter:
         self.device = device
         self.float_dtype = float_dtype
         self.notes: list[str] = []
+        self._originals: dict[int, Tensor] = {}
 
     def _note(self, text: str) -> None:
         if text not in self.notes:
@@ -294,6 +307,9 @@ class BatchAdapter:
                 f"batch {index}: {where} holds no tensor ({describe_batch(inputs)}); the model "
                 "needs at least one tensor input."
             )
+        call.originals = {k: self._originals[id(v)] for k, v in call.inputs.items()
+                          if id(v) in self._originals}
+        self._originals.clear()
         call.targets = self._targets(targets, index)
         return call
 
@@ -322,7 +338,12 @@ class BatchAdapter:
                 f"floating inputs were cast from {str(t.dtype).replace('torch.', '')} to the "
                 f"model's {str(self.float_dtype).replace('torch.', '')}"
             )
+            original = t if t.device == self.device else t.to(self.device)
             t = t.to(self.float_dtype)
+            if t.device != self.device:
+                t = t.to(self.device)
+            self._originals[id(t)] = original
+            return t
         if t.device != self.device:
             t = t.to(self.device)
         return t

@@ -246,24 +246,35 @@ class ActivationMonitor:
         self._first: dict[int, tuple[Tensor, str]] = {}
         self._layout = "last"
         self._sample_idx: dict[tuple[int, str], Tensor] = {}
+        # inputs the model transforms before its first layer: where to capture the tensor
+        # that layer really receives, (module, func, call index) -> (input name, position)
+        self.captures: dict[tuple[str, Any, int], tuple[str, int]] = {}
+        self.pending_seen: dict[str, Tensor] = {}
+        self.on_capture: Any = None
+        self.batch_index = 0
+        self._layer_calls: dict[tuple[str, Any], int] = {}
 
     # -- the mode -----------------------------------------------------------------------
-    def watch(self, inputs: dict[str, Tensor], *, trace: bool) -> _Mode:
+    def watch(self, inputs: dict[str, Tensor], *, trace: bool, batch_index: int = 0) -> _Mode:
         """A context manager that measures one forward pass.
 
         Args:
             inputs: the model's input tensors by name (traced when *trace* is true).
             trace: follow the inputs into the network (the first batch).
+            batch_index: the batch being measured (passed on to ``on_capture``).
         """
+        self.batch_index = batch_index
         self.tracing = trace and self.enabled
         self._raw = {id(t): (t, name) for name, t in inputs.items()} if self.tracing else {}
         self._first = {}
         self._layout = "last"
+        self._layer_calls = {}
         return _Mode(self)
 
     def end_forward(self) -> None:
         """Drop the references the tracer kept during the forward pass."""
         self.tracing = False
+        self._layer_calls = {}
         self._raw.clear()
         self._first.clear()
 
@@ -321,7 +332,35 @@ class ActivationMonitor:
         site.rows_exact += exact.to(torch.float64)
         site.rows_near += near.to(torch.float64)
 
-    def trace(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+    def layer_call(self, func: Any) -> tuple[str, Any, int] | None:
+        """Count a call of a layer operation; returns its key ``(module, func, index)``."""
+        try:
+            if func not in _LAYER_OPS and func not in _NORM_OPS:
+                return None
+        except TypeError:
+            return None
+        path = self.tracker.current
+        k = self._layer_calls.get((path, func), 0) + 1
+        self._layer_calls[(path, func)] = k
+        return (path, func, k)
+
+    def capture(
+        self, key: tuple[str, Any, int], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Hand the tensor a transformed input's first layer receives to ``on_capture``."""
+        name, pos = self.captures[key]
+        ins = list(_tensors(args, kwargs))
+        if pos < len(ins) and self.on_capture is not None:
+            self.on_capture(name, ins[pos], self.batch_index)
+
+    def trace(
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        out: Any,
+        layer_key: tuple[str, Any, int] | None = None,
+    ) -> None:
         """Follow the inputs one operation further (first batch only)."""
         kind = _LAYER_OPS.get(func) or _NORM_OPS.get(func) if _hashable(func) else None
         ins = list(_tensors(args, kwargs))
@@ -337,15 +376,26 @@ class ActivationMonitor:
             input_names = {name for _, name in raw}
             if is_layer:
                 assert kind is not None
-                for _src, name in raw:
+                for src, name in raw:
                     if name not in self.structure.consumers:
                         self.structure.consumers[name] = Consumer(kind, module, params)
                         self.structure.layer_params.update(params)
+                        if (
+                            name in self.structure.transformed_by
+                            and layer_key is not None
+                            and kind not in _CATEGORICAL
+                            and src.is_floating_point()
+                        ):
+                            pos = next(i for i, t in enumerate(ins) if t is src)
+                            self.captures[layer_key] = (name, pos)
+                            self.pending_seen[name] = src
                     if kind in _CATEGORICAL:
                         self.structure.categorical.add(name)
                 for t in outs:
                     self._first[id(t)] = (t, module)
                 return
+            if not outs:
+                return  # .dim(), .is_floating_point(): reads, not transformations
             op_name = _op_name(func)
             for src, name in raw:
                 if not src.is_floating_point() and any(t.is_floating_point() for t in outs):
@@ -568,13 +618,21 @@ class _Mode(TorchFunctionMode):
                 site = mon.before(nl, args, kwargs)
             except Exception as exc:  # never let the monitor break the user's forward
                 mon._fail(exc)
+        layer_key = None
+        if mon.enabled and (mon.tracing or mon.captures):
+            try:
+                layer_key = mon.layer_call(func)
+                if layer_key is not None and layer_key in mon.captures:
+                    mon.capture(layer_key, args, kwargs)
+            except Exception as exc:
+                mon._fail(exc)
         out = func(*args, **kwargs)
         if mon.enabled:
             try:
                 if site is not None and nl is not None and nl.family == "softmax":
                     mon.after(nl, site, args, kwargs, out)
                 if mon.tracing:
-                    mon.trace(func, args, kwargs, out)
+                    mon.trace(func, args, kwargs, out, layer_key)
             except Exception as exc:
                 mon._fail(exc)
         return out

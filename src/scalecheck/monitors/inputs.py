@@ -93,6 +93,8 @@ class InputMonitor:
         self.device = device
         self.plans: dict[str, InputPlan] = {}
         self._states: dict[str, _State] = {}
+        self._seen_plans: dict[str, InputPlan] = {}
+        self._seen: dict[str, _State] = {}
 
     def add(self, plan: InputPlan) -> None:
         """Start measuring one input (only ``kind == "feature"`` inputs get statistics)."""
@@ -100,25 +102,50 @@ class InputMonitor:
         if plan.kind == "feature":
             self._states[plan.name] = _State(plan, self.device)
 
+    def add_seen(self, name: str, x: Tensor, channels_first: bool) -> None:
+        """Also measure what the first layer receives from input *name* (the model
+        transforms that input before its first layer, e.g. ``x / 255``)."""
+        axis = feature_axis(x, channels_first)
+        features = 1 if axis is None else int(x.shape[axis])
+        plan = InputPlan(
+            name=name,
+            kind="feature",
+            axis=axis,
+            features=features,
+            dtype=str(x.dtype).replace("torch.", ""),
+            shape=tuple(x.shape),
+        )
+        self._seen_plans[name] = plan
+        self._seen[name] = _State(plan, self.device)
+
+    def update_seen(self, name: str, x: Tensor, batch_index: int) -> None:
+        """Add one batch of what the first layer receives from input *name*."""
+        state = self._seen.get(name)
+        if state is not None:
+            with torch.no_grad():
+                self._update_state(self._seen_plans[name], state, x.detach(), batch_index)
+
     def update(self, tensors: dict[str, Tensor], batch_index: int) -> None:
         """Add one batch."""
         for name, state in self._states.items():
             x = tensors.get(name)
             if x is None:
                 continue
-            plan = self.plans[name]
-            rows, dims = self._layout(plan, x, batch_index)
-            state.moments = merge_moments(state.moments, masked_moments(rows, dims))
-            logx = torch.where(rows > 0, rows.double().clamp_min(1e-300).log(), math.nan)
-            state.log_moments = merge_moments(state.log_moments, masked_moments(logx, dims))
-            g_rows = rows.movedim(plan.axis, -1) if plan.axis is not None else rows
-            g_rows = g_rows.reshape(-1, plan.features)[:, : state.gram_features]
-            if state.gram is None:
-                first = masked_moments(g_rows, (0,))
-                shift = torch.where(first.n > 0, first.mean, 0.0)
-                state.gram = empty_gram(state.gram_features, self.device)._replace(shift=shift)
-            state.gram = merge_gram(state.gram, batch_gram(g_rows, state.gram.shift))
-            state.samples += x.shape[0] if x.dim() > 0 else 1
+            self._update_state(self.plans[name], state, x, batch_index)
+
+    def _update_state(self, plan: InputPlan, state: _State, x: Tensor, batch_index: int) -> None:
+        rows, dims = self._layout(plan, x, batch_index)
+        state.moments = merge_moments(state.moments, masked_moments(rows, dims))
+        logx = torch.where(rows > 0, rows.double().clamp_min(1e-300).log(), math.nan)
+        state.log_moments = merge_moments(state.log_moments, masked_moments(logx, dims))
+        g_rows = rows.movedim(plan.axis, -1) if plan.axis is not None else rows
+        g_rows = g_rows.reshape(-1, plan.features)[:, : state.gram_features]
+        if state.gram is None:
+            first = masked_moments(g_rows, (0,))
+            shift = torch.where(first.n > 0, first.mean, 0.0)
+            state.gram = empty_gram(state.gram_features, self.device)._replace(shift=shift)
+        state.gram = merge_gram(state.gram, batch_gram(g_rows, state.gram.shift))
+        state.samples += x.shape[0] if x.dim() > 0 else 1
 
     def _layout(
         self, plan: InputPlan, x: Tensor, batch_index: int
@@ -169,6 +196,13 @@ class InputMonitor:
             kappa = kappa_std = None
             if state.gram is not None:
                 kappa, kappa_std = kappa_from_gram(state.gram)
+            seen: tuple[FeatureStats, ...] = ()
+            seen_kappa = None
+            seen_state = self._seen.get(name)
+            if seen_state is not None and seen_state.samples > 0:
+                seen = _features(name, seen_state.moments, seen_state.log_moments)
+                if seen_state.gram is not None:
+                    seen_kappa = kappa_from_gram(seen_state.gram)[0]
             out.append(
                 InputStats(
                     name=name,
@@ -185,6 +219,8 @@ class InputMonitor:
                     consumer_op=op,
                     normalized_by=normalized_by.get(name),
                     transformed_by=tuple(transformed_by.get(name, ())),
+                    seen_by_layer=seen,
+                    seen_kappa=seen_kappa,
                 )
             )
         return tuple(out)

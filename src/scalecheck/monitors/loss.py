@@ -76,10 +76,15 @@ class LossMonitor:
     Args:
         loss_fn: the user's ``loss_fn(output, targets)`` or None to infer one.
         device: where the state lives.
+        track: stream the statistics the baseline needs (off for the trial, which only
+            needs the loss).
     """
 
-    def __init__(self, loss_fn: Callable[..., Tensor] | None, device: torch.device) -> None:
+    def __init__(
+        self, loss_fn: Callable[..., Tensor] | None, device: torch.device, *, track: bool = True
+    ) -> None:
         self.loss_fn = loss_fn
+        self.track = track
         self.device = device
         self.kind: str | None = None
         self.description = ""
@@ -97,9 +102,17 @@ class LossMonitor:
         if self.kind is None:
             self._choose(output, pred, targets, batch_index)
         loss = self._loss(output, pred, targets, batch_index)
-        self._track(pred, targets)
-        self._values.append(loss.detach().to(torch.float64))
+        if self.track:
+            self._track(pred, targets)
+            self._values.append(loss.detach().to(torch.float64))
         return loss
+
+    def value(self, output: Any, targets: Any, batch_index: int) -> Tensor:
+        """The loss of one batch without gradients (no tracking, no requires-grad check)."""
+        pred = prediction_of(output)
+        if self.kind is None:
+            self._choose(output, pred, targets, batch_index)
+        return self._loss(output, pred, targets, batch_index, need_grad=False).detach()
 
     def _choose(self, output: Any, pred: Tensor | None, targets: Any, batch_index: int) -> None:
         if self.loss_fn is not None:
@@ -165,7 +178,14 @@ class LossMonitor:
             "Pass loss_fn=your_criterion (e.g. nn.MSELoss()) to diagnose()."
         )
 
-    def _loss(self, output: Any, pred: Tensor | None, targets: Any, batch_index: int) -> Tensor:
+    def _loss(
+        self,
+        output: Any,
+        pred: Tensor | None,
+        targets: Any,
+        batch_index: int,
+        need_grad: bool = True,
+    ) -> Tensor:
         if self.kind == "custom":
             assert self.loss_fn is not None
             if targets is None:
@@ -207,7 +227,7 @@ class LossMonitor:
                 f"batch {batch_index}: the loss has shape {tuple(loss.shape)}; it must be a "
                 "scalar. Reduce it (e.g. reduction='mean' or .mean()) in your loss_fn."
             )
-        if not loss.requires_grad:
+        if need_grad and not loss.requires_grad:
             raise LossError(
                 f"batch {batch_index}: the loss does not depend on any trainable parameter "
                 "(it does not require grad). Is the model frozen, or is the loss computed "

@@ -18,7 +18,7 @@ from ..measurements import (
     Measurements,
     TrialResult,
 )
-from ..standardizer import StandardizedModel, Standardizer
+from ..standardizer import StandardizedModel, Standardizer, from_input_stats
 
 __all__ = ["SCHEMA_VERSION", "Report"]
 
@@ -159,20 +159,15 @@ class Report:
                 flagged by SC103) before standardizing them.
         """
         inp = self._feature_input(input)
-        means, stds, logs = [], [], []
-        decades = {
-            f.evidence.get("feature", {}).get("name") for f in self.findings if f.code == "SC103"
-        }
-        for f in inp.features:
-            use_log = log and f.name in decades and f.log_mean is not None
-            logs.append(use_log)
-            if use_log:
-                means.append(f.log_mean or 0.0)
-                stds.append(f.log_std or 1.0)
-            else:
-                means.append(f.mean if f.mean is not None else 0.0)
-                stds.append(f.std if f.std else 1.0)
-        return Standardizer(means, stds, axis=inp.feature_axis, ndim=len(inp.shape), log=logs)
+        return from_input_stats(inp, self.log_features() if log else ())
+
+    def log_features(self) -> tuple[str, ...]:
+        """Names of the features SC103 found spanning several decades (log candidates)."""
+        return tuple(
+            f.evidence.get("feature", {}).get("name", "")
+            for f in self.findings
+            if f.code == "SC103"
+        )
 
     def wrap(self, model: Any, *, log: bool = False) -> StandardizedModel:
         """*model* with every measured feature input standardized (several inputs too)."""

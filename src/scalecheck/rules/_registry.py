@@ -225,4 +225,4 @@ def internal_error(stage: str, exc: BaseException) -> Finding:
 
 def _load() -> None:
     # Importing the rule modules registers their rules.
-    from . import activations, gradients, inputs, loss, meta  # noqa: F401
+    from . import activations, gradients, inputs, loss, meta, trial  # noqa: F401

@@ -72,6 +72,28 @@ def _feature_inputs(ctx: Context) -> Iterator[InputStats]:
             yield i
 
 
+def _seen_note(inp: InputStats) -> str:
+    if not inp.seen_by_layer:
+        return ""
+    return (
+        f" (as {inp.consumer} receives it, after the model's own "
+        f"{', '.join(_op(o) for o in inp.transformed_by)})"
+    )
+
+
+def _op(name: str) -> str:
+    return {
+        "__truediv__": "division",
+        "__sub__": "subtraction",
+        "__mul__": "multiplication",
+        "__add__": "addition",
+        "div": "division",
+        "sub": "subtraction",
+        "mul": "multiplication",
+        "add": "addition",
+    }.get(name, name)
+
+
 def standardize_fix(inp: InputStats, feats: list[FeatureStats]) -> Fix:
     """The standardization fix for some features of one input, with the fitted numbers."""
     means = [f.mean for f in inp.features]
@@ -137,7 +159,7 @@ def unscaled_input_feature(ctx: Context) -> Iterator[Finding]:
     """
     for inp in _feature_inputs(ctx):
         flagged = []
-        for f in inp.features:
+        for f in inp.judged:
             k = f.kappa
             if f.std is None or f.std == 0 or k is None or k <= KAPPA_WARN.value:
                 continue
@@ -177,11 +199,8 @@ def unscaled_input_feature(ctx: Context) -> Iterator[Finding]:
                 f" The model normalizes this input first ({inp.normalized_by}), so the raw "
                 "scale does not reach its nonlinearities."
             )
-        if inp.transformed_by:
-            message += (
-                f" Note: the model applies {', '.join(inp.transformed_by)} to it before its "
-                "first layer; these statistics are of the tensor it receives."
-            )
+        if inp.seen_by_layer:
+            message = message[:-1] + _seen_note(inp) + "."
         yield unscaled_input_feature.finding(
             message,
             where=where,
@@ -238,7 +257,7 @@ def input_scales_differ(ctx: Context) -> Iterator[Finding]:
         still harmless.
     """
     for inp in _feature_inputs(ctx):
-        varying = [f for f in inp.features if f.std]
+        varying = [f for f in inp.judged if f.std]
         if len(varying) < 2:
             continue
         big = max(varying, key=lambda f: f.std or 0.0)
@@ -286,7 +305,7 @@ def input_spans_decades(ctx: Context) -> Iterator[Finding]:
         Needs every measured value to be positive.
     """
     for inp in _feature_inputs(ctx):
-        for f in inp.features:
+        for f in inp.judged:
             if not (f.positive and f.std and f.max is not None and f.min):
                 continue
             decades = math.log10(f.max / f.min)

@@ -4,7 +4,9 @@
 
 - every parameter and buffer: the tensor object, its ``_version`` counter, dtype, device,
   and a copy of its values (buffers always; parameters unless they are very large, in
-  which case the version counter proves they were not written);
+  which case the version counter proves they were not written). Batch norm updates its
+  running statistics inside a native kernel without bumping the version counter, so values
+  are compared, not only versions;
 - every parameter's ``.grad`` object and its version;
 - every module's ``training`` flag;
 - the torch CPU (and CUDA, when initialized), numpy and ``random`` RNG states;
@@ -81,14 +83,21 @@ class Borrowed:
         with torch.no_grad():
             for kind, records in (("parameter", self.params), ("buffer", self.buffers)):
                 for name, rec in records.items():
-                    if rec.tensor._version != rec.version:
+                    # Native kernels (batch norm's running statistics) write buffers without
+                    # bumping the version counter: compare values where a copy exists.
+                    changed = rec.tensor._version != rec.version or (
+                        rec.copy is not None and not _same(rec.tensor, rec.copy)
+                    )
+                    if changed:
                         if rec.copy is None:
                             repaired.append(
                                 f"{kind} {name} was modified in place and is too large to restore"
                             )
                             continue
                         rec.tensor.copy_(rec.copy)
-                        repaired.append(f"{kind} {name} was modified by the forward; restored")
+                        if kind == "parameter":
+                            repaired.append(f"parameter {name} was modified by the forward; "
+                                            "restored")
         for (module, attr, key), value in self.param_attrs.items():
             if getattr(module, attr).get(key) is not value:
                 getattr(module, attr)[key] = value
@@ -125,6 +134,16 @@ class Borrowed:
                 self.deterministic, warn_only=self.deterministic_warn_only
             )
         return repaired
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Bit-for-bit equality (NaN equals NaN at the same place)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_floating_point() or a.is_complex():
+        return bool(torch.equal(a, b) or (torch.isnan(a) == torch.isnan(b)).all()
+                    and torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)))
+    return bool(torch.equal(a, b))
 
 
 def _slots(model: nn.Module, attr: str) -> dict[tuple[nn.Module, str, str], Any]:

@@ -3,7 +3,8 @@
 For each batch: adapt it (:mod:`scalecheck.batches`), run the forward inside the activation
 monitor's TorchFunctionMode, compute the loss, take gradients with
 :func:`torch.autograd.grad` (never ``.backward()``), and feed the monitors. The model is
-borrowed (:class:`~scalecheck.session._borrow.Borrowed`) and given back in a ``finally``.
+borrowed: the caller (``diagnose``) holds a :class:`~scalecheck.session._borrow.Borrowed`
+snapshot and gives it back in a ``finally``.
 
 Errors raised by the user's loader, ``prepare``, model or loss are re-raised as
 :class:`~scalecheck.errors.ScaleCheckError` subclasses that name the batch index and the
@@ -31,7 +32,6 @@ from ..monitors.activations import ActivationMonitor
 from ..monitors.gradients import GradientMonitor
 from ..monitors.inputs import InputMonitor, InputPlan, feature_axis
 from ..monitors.loss import LossMonitor
-from ._borrow import Borrowed
 from ._tracker import ModuleTracker
 
 __all__ = ["SessionResult", "run_session"]
@@ -85,7 +85,6 @@ def run_session(
         log.warning("scalecheck: internal error in %s: %r", stage, exc)
         internal.append((stage, exc))
 
-    borrowed = Borrowed(model)
     iterator: Iterator[Any] | None = None
     notes: list[str] = []
     try:
@@ -112,14 +111,14 @@ def run_session(
                 call = adapter.adapt(batch, index)
                 tracker.begin_forward()
                 with torch.enable_grad():
-                    with activations.watch(call.inputs, trace=index == 0):
+                    with activations.watch(call.inputs, trace=index == 0, batch_index=index):
                         output = _forward(model, call, index, tracker)
                     activations.end_forward()
                     if index == 0:
-                        _plan(call, activations, inputs, gradients)
+                        _plan(call, activations, inputs, gradients, index)
                     loss = losses.compute(output, call.targets, index)
                     grads = _gradients(loss, [p for _, p in trainable], index, tracker)
-                _guard(on_error, "input monitor", inputs.update, call.inputs, index)
+                _guard(on_error, "input monitor", inputs.update, call.measured(), index)
                 _guard(on_error, "gradient monitor", gradients.update, grads)
                 samples += _samples(call)
                 if keep_batches:
@@ -159,9 +158,6 @@ def run_session(
             )
     finally:
         _close(iterator, loader)
-        repaired = borrowed.restore()
-    if repaired:
-        measurements = _with_notes(measurements, repaired)
     return SessionResult(measurements=measurements, batches=cached, internal_errors=internal)
 
 
@@ -234,9 +230,17 @@ def _plan(
     activations: ActivationMonitor,
     inputs: InputMonitor,
     gradients: GradientMonitor,
+    index: int,
 ) -> None:
     """Decide, from the traced first batch, which inputs are features and along which axis."""
     structure = activations.structure
+    for name, seen in activations.pending_seen.items():
+        consumer = structure.consumers.get(name)
+        channels_first = consumer is not None and consumer.op in _CHANNELS_FIRST_OPS
+        inputs.add_seen(name, seen, channels_first)
+        inputs.update_seen(name, seen, index)
+    activations.pending_seen.clear()
+    activations.on_capture = inputs.update_seen
     feature_counts = []
     layer_params: set[str] = set()
     for name, t in call.inputs.items():
@@ -298,9 +302,3 @@ def _close(iterator: Iterator[Any] | None, loader: Any) -> None:
     if callable(shutdown):
         with contextlib.suppress(Exception):
             shutdown()
-
-
-def _with_notes(m: Measurements, extra: list[str]) -> Measurements:
-    from dataclasses import replace
-
-    return replace(m, notes=(*m.notes, *extra))

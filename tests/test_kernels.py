@@ -1,0 +1,131 @@
+"""Streaming statistics: any split into batches equals numpy on the concatenation, and
+merging is associative and commutative with the empty state as identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from scalecheck.monitors._kernels import (
+    batch_gram,
+    empty_gram,
+    empty_moments,
+    fast_moments,
+    masked_moments,
+    merge_gram,
+    merge_moments,
+    variance,
+)
+from scalecheck.monitors.inputs import kappa_from_gram
+
+finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def data_and_splits(draw):
+    n = draw(st.integers(1, 40))
+    f = draw(st.integers(1, 4))
+    offset = draw(st.sampled_from([0.0, 1.0, 1e4, -3e5]))
+    x = draw(arrays(np.float64, (n, f), elements=st.floats(-100, 100))) + offset
+    cuts = sorted(draw(st.lists(st.integers(1, max(1, n - 1)), max_size=5, unique=True)))
+    cuts = [c for c in cuts if c < n]
+    return x, cuts
+
+
+def _stream(x: np.ndarray, cuts: list[int]):
+    state = empty_moments(x.shape[1])
+    for part in np.split(x, cuts):
+        if len(part):
+            state = merge_moments(state, masked_moments(torch.from_numpy(part), (0,)))
+    return state
+
+
+@given(data_and_splits())
+def test_streaming_moments_equal_numpy_on_concatenation(case):
+    x, cuts = case
+    state = _stream(x, cuts)
+    np.testing.assert_allclose(state.n.numpy(), np.full(x.shape[1], len(x)))
+    np.testing.assert_allclose(state.mean.numpy(), x.mean(0), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(variance(state).numpy(), x.var(0), rtol=1e-9, atol=1e-7)
+    np.testing.assert_array_equal(state.min.numpy(), x.min(0))
+    np.testing.assert_array_equal(state.max.numpy(), x.max(0))
+
+
+@given(data_and_splits(), data_and_splits(), data_and_splits())
+def test_merge_is_associative_and_commutative(a, b, c):
+    f = min(a[0].shape[1], b[0].shape[1], c[0].shape[1])
+    sa, sb, sc = (masked_moments(torch.from_numpy(x[0][:, :f]), (0,)) for x in (a, b, c))
+    left = merge_moments(merge_moments(sa, sb), sc)
+    right = merge_moments(sa, merge_moments(sb, sc))
+    swapped = merge_moments(sc, merge_moments(sb, sa))
+    for one, other in ((left, right), (left, swapped)):
+        for field in ("n", "mean", "m2", "min", "max", "nonfinite", "zeros"):
+            np.testing.assert_allclose(getattr(one, field).numpy(), getattr(other, field).numpy(),
+                                       rtol=1e-9, atol=1e-6)
+
+
+@given(data_and_splits())
+def test_empty_state_is_the_identity(case):
+    x, _ = case
+    s = masked_moments(torch.from_numpy(x), (0,))
+    for merged in (merge_moments(empty_moments(x.shape[1]), s),
+                   merge_moments(s, empty_moments(x.shape[1]))):
+        for field in s._fields:
+            np.testing.assert_array_equal(getattr(merged, field).numpy(), getattr(s, field).numpy())
+
+
+def test_masked_moments_count_and_exclude_non_finite():
+    x = torch.tensor([[1.0, float("nan")], [3.0, 2.0], [float("inf"), 4.0], [0.0, 0.0]])
+    m = masked_moments(x, (0,))
+    assert m.n.tolist() == [3.0, 3.0]
+    assert m.nonfinite.tolist() == [1.0, 1.0]
+    assert m.zeros.tolist() == [1.0, 1.0]
+    assert m.mean.tolist() == pytest.approx([4 / 3, 2.0])
+    assert m.max.tolist() == [3.0, 4.0]
+
+
+def test_offset_data_keeps_its_variance_in_float32_reductions():
+    # E[x^2] - E[x]^2 in float32 returns 0 here; two-pass reductions do not.
+    x = (torch.randn(4096, 1, generator=torch.Generator().manual_seed(0)) + 1e4).float()
+    m = fast_moments(x, (0,))
+    assert float(variance(m)[0]) == pytest.approx(float(x.double().var(unbiased=False)), rel=1e-3)
+
+
+@given(data_and_splits())
+def test_streaming_gram_equals_numpy_second_moment(case):
+    x, cuts = case
+    state = empty_gram(x.shape[1])
+    for part in np.split(x, cuts):
+        if len(part):
+            t = torch.from_numpy(part)
+            shift = t.mean(0) if state.n == 0 else state.shift
+            state = merge_gram(state, batch_gram(t, shift))
+    second = (state.g.numpy() + np.outer(state.s, state.shift) + np.outer(state.shift, state.s)
+              + float(state.n) * np.outer(state.shift, state.shift)) / float(state.n)
+    np.testing.assert_allclose(second, x.T @ x / len(x), rtol=1e-7,
+                               atol=1e-9 * (1 + np.abs(x).max()) ** 2)
+
+
+def test_kappa_of_the_reference_input_matches_the_closed_form():
+    x = torch.arange(255, 200001, dtype=torch.float64).reshape(-1, 1)
+    raw, standardized = kappa_from_gram(batch_gram(x, x.mean(0)))
+    xn = x.numpy().ravel()
+    expected = np.linalg.cond(np.array([[np.mean(xn * xn), xn.mean()], [xn.mean(), 1.0]]))
+    assert raw == pytest.approx(expected, rel=1e-4)
+    assert raw == pytest.approx(5.36e10, rel=0.01)
+    assert standardized == pytest.approx(1.0)
+
+
+def test_kappa_with_several_features_matches_numpy():
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(50, 10, 500), rng.normal(0, 1e-2, 500), rng.normal(0, 1, 500)])
+    raw, standardized = kappa_from_gram(batch_gram(torch.from_numpy(x), torch.from_numpy(x.mean(0))))
+    aug = np.column_stack([x, np.ones(len(x))])
+    assert raw == pytest.approx(np.linalg.cond(aug.T @ aug / len(x)), rel=1e-6)
+    z = (x - x.mean(0)) / x.std(0)
+    augz = np.column_stack([z, np.ones(len(x))])
+    assert standardized == pytest.approx(np.linalg.cond(augz.T @ augz / len(x)), rel=1e-6)

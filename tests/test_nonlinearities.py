@@ -1,0 +1,78 @@
+"""Saturation thresholds are computed from torch's own derivatives, per dtype."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scalecheck.monitors import nonlinearities as nls
+
+MONOTONE = ["tanh", "sigmoid", "hardtanh", "hardsigmoid", "relu", "relu6", "elu", "celu",
+            "selu", "softplus", "silu", "logsigmoid", "hardswish"]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+def _grad(name: str, z: torch.Tensor) -> torch.Tensor:
+    nl = nls.by_name(name)
+    z = z.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(nl.reference(z).sum(), z)
+    return g
+
+
+def test_float32_tanh_and_sigmoid_pins():
+    t = nls.zero_derivative_bounds("tanh", torch.float32)
+    assert t.hi == pytest.approx(9.0108, abs=1e-3) and t.lo == -t.hi
+    s = nls.zero_derivative_bounds("sigmoid", torch.float32)
+    assert s.hi == pytest.approx(16.6355, abs=1e-3)
+    assert s.lo == pytest.approx(-88.7228, abs=1e-3)
+
+
+def test_low_precision_pins():
+    assert nls.zero_derivative_bounds("tanh", torch.bfloat16).hi == pytest.approx(3.453125)
+    assert nls.zero_derivative_bounds("tanh", torch.float16).hi == pytest.approx(4.50390625)
+    assert nls.zero_derivative_bounds("sigmoid", torch.bfloat16).hi == pytest.approx(6.21875)
+    assert nls.zero_derivative_bounds("sigmoid", torch.float16).hi == pytest.approx(8.3125)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", MONOTONE)
+def test_bounds_separate_nonzero_from_zero_derivative(name, dtype):
+    b = nls.zero_derivative_bounds(name, dtype)
+    for bound, step in ((b.hi, 1), (b.lo, -1)):
+        if math.isinf(bound):
+            # never exactly zero on that side, up to the search limit
+            far = torch.tensor([step * min(1e4, torch.finfo(dtype).max / 4)], dtype=dtype)
+            assert _grad(name, far)[0] != 0
+            continue
+        at = torch.tensor([bound], dtype=dtype)
+        if bound != 0:
+            assert _grad(name, at)[0] != 0, "the bound is the last value with non-zero slope"
+        grid = torch.linspace(0, 1, 2001, dtype=torch.float64)
+        outside = (bound + step * (grid * 50 + 1e-3)).to(dtype)
+        outside = outside[(outside - bound) * step > 0]
+        assert bool((_grad(name, outside) == 0).all()), "everything beyond the bound is flat"
+
+
+def test_near_band_is_one_percent_of_the_peak():
+    near = nls.near_zero_bounds("tanh")
+    assert near.hi == pytest.approx(math.atanh(math.sqrt(0.99)), abs=1e-6)
+    # sigmoid'(z) = s(1 - s) = 0.25 * 0.01 at z = logit((1 + sqrt(0.99)) / 2)
+    s = (1 + math.sqrt(0.99)) / 2
+    assert nls.near_zero_bounds("sigmoid").hi == pytest.approx(math.log(s / (1 - s)), abs=1e-6)
+    assert nls.near_zero_bounds("relu").lo == 0.0
+
+
+def test_parametrized_calls_use_their_own_arguments():
+    b = nls.zero_derivative_bounds("hardtanh", torch.float32, (("max_val", 2.0), ("min_val", -0.5)))
+    assert b.hi == pytest.approx(2.0, abs=1e-6) and b.lo == pytest.approx(-0.5, abs=1e-6)
+
+
+def test_every_spelling_is_registered():
+    for fn in (torch.tanh, torch.Tensor.tanh, torch.Tensor.tanh_, F.tanh, torch.sigmoid,
+               torch.Tensor.sigmoid, F.sigmoid, F.relu, torch.relu, torch.Tensor.relu_, F.gelu,
+               F.silu, F.softmax, torch.softmax, torch.Tensor.softmax, F.hardtanh, F.relu6):
+        assert nls.lookup(fn) is not None, fn
+    assert nls.lookup(torch.add) is None

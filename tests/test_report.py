@@ -1,0 +1,107 @@
+"""The Report: serialization, raising, the standardizer."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import scalecheck
+from scalecheck import Report
+from scalecheck.reference import interpolation as ref
+
+
+@pytest.fixture(scope="module")
+def report():
+    return scalecheck.diagnose(ref.make_model(seed=0), ref.make_loader(), strict=True)
+
+
+def test_round_trip_through_dict_and_json(report):
+    again = Report.from_dict(report.to_dict())
+    assert again == report
+    assert Report.from_json(report.to_json()) == report
+    assert again.verdict is scalecheck.Verdict.STALLING
+    assert again.trial is not None and again.trial.arm("standardized") is not None
+
+
+def test_json_has_schema_version_and_no_nan_tokens():
+    # a NaN input makes non-finite statistics: they must still serialize cleanly
+    x = torch.randn(8, 2)
+    x[0, 0] = float("nan")
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    report = scalecheck.diagnose(model, [(x, torch.randn(8, 1))], strict=True, trial=False)
+    text = report.to_json()
+
+    def no_constants(token):
+        raise AssertionError(f"bare {token} token in the JSON report")
+
+    data = json.loads(text, parse_constant=no_constants)
+    assert data["schema_version"] == 1
+    assert "SC105" in report.codes()
+    assert Report.from_json(text).codes() == report.codes()
+
+
+def test_from_dict_rejects_other_versions_and_garbage(report):
+    data = report.to_dict()
+    data["schema_version"] = 99
+    with pytest.raises(scalecheck.InvalidArgumentError, match="schema_version 99"):
+        Report.from_dict(data)
+    with pytest.raises(scalecheck.InvalidArgumentError, match="must be a dict"):
+        Report.from_dict([])  # type: ignore[arg-type]
+
+
+def test_raise_for_findings(report):
+    with pytest.raises(scalecheck.FindingsError) as info:
+        report.raise_for_findings("error")
+    assert isinstance(info.value, AssertionError)
+    assert "SC101" in str(info.value) and "scalecheck: STALLING" in str(info.value)
+    with pytest.raises(scalecheck.InvalidArgumentError, match="Did you mean 'error'"):
+        report.raise_for_findings("eror")
+    ok = scalecheck.diagnose(ref.make_model(seed=0), ref.make_loader(standardized=True))
+    ok.raise_for_findings("warning")
+
+
+def test_standardizer_buffers_hold_the_measured_statistics(report):
+    s = report.standardizer()
+    feature = report.inputs[0].features[0]
+    assert s.mean.tolist() == pytest.approx([feature.mean])
+    assert s.std.tolist() == pytest.approx([feature.std])
+    assert set(dict(s.named_buffers())) == {"mean", "std", "log_mask"}
+    state = s.state_dict()
+    clone = scalecheck.Standardizer([0.0], [1.0], axis=1, ndim=2)
+    clone.load_state_dict(state)
+    x = torch.tensor([[feature.mean + feature.std]])
+    assert clone(x).item() == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(scalecheck.InvalidArgumentError, match="input must be one of"):
+        report.standardizer("nope")
+
+
+def test_standardizer_handles_channels_and_constant_features():
+    s = scalecheck.Standardizer([1.0, 2.0, 3.0], [1.0, 0.0, 2.0], axis=1, ndim=4)
+    x = torch.ones(2, 3, 4, 4)
+    out = s(x)
+    assert out[:, 0].abs().max() == 0 and out[:, 1].eq(-1).all() and out[:, 2].eq(-1).all()
+    with pytest.raises(scalecheck.InvalidArgumentError, match="3 features"):
+        s(torch.ones(2, 5, 4, 4))
+
+
+def test_report_holds_no_tensors(report):
+    def walk(obj, depth=0):
+        assert not isinstance(obj, torch.Tensor)
+        if depth > 8:
+            return
+        if isinstance(obj, dict):
+            for v in obj.values():
+                walk(v, depth + 1)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v, depth + 1)
+        elif hasattr(obj, "__dataclass_fields__"):
+            for name in obj.__dataclass_fields__:
+                walk(getattr(obj, name), depth + 1)
+        elif isinstance(obj, float):
+            assert not math.isnan(obj)
+
+    walk(report)
