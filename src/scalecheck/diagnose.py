@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _validation as v
+from ._progress import Progress, expected_batches
 from ._version import __version__
 from .errors import InvalidArgumentError, ScaleCheckError
 from .findings import Finding
@@ -39,6 +40,7 @@ def diagnose(
     ignore: Iterable[str] | str = (),
     trial: bool | TrialOptions = True,
     strict: bool = False,
+    progress: bool | None = None,
 ) -> Report:
     """Tell whether badly scaled inputs are why *model* will not learn, with evidence.
 
@@ -68,6 +70,9 @@ def diagnose(
             learning rates or optimizer factory.
         strict: re-raise errors inside scalecheck's own monitors and rules instead of
             reporting them as ``SC001 internal-error``.
+        progress: show a progress bar on stderr over the batches and the trial. None (the
+            default) shows it in a terminal or a notebook, and not in CI (``CI`` set) or
+            when stderr is redirected; True or False forces it.
 
     Returns:
         The :class:`~scalecheck.Report`.
@@ -97,6 +102,8 @@ def diagnose(
     ignored = v.check_str_list("ignore", ignore)
     trial_options = _trial_options(trial)
     v.check_bool("strict", strict)
+    if progress is not None:
+        v.check_bool("progress", progress)
     rules = select_rules(ignored)
     if torch.is_inference_mode_enabled():
         raise InvalidArgumentError(
@@ -106,16 +113,19 @@ def diagnose(
     started = time.perf_counter()
     borrowed = Borrowed(model)
     try:
-        session = run_session(
-            model,
-            loader,
-            loss_fn=loss_fn,
-            prepare=prepare,
-            max_batches=max_batches,
-            seed=seed,
-            strict=strict,
-            keep_batches=trial_options is not None,
-        )
+        total = expected_batches(loader, max_batches)
+        with Progress(total, "scalecheck: measuring", unit="batches", enabled=progress) as bar:
+            session = run_session(
+                model,
+                loader,
+                loss_fn=loss_fn,
+                prepare=prepare,
+                max_batches=max_batches,
+                seed=seed,
+                strict=strict,
+                keep_batches=trial_options is not None,
+                tick=bar.update,
+            )
         measurements = session.measurements
         findings: list[Finding] = [
             internal_error(stage, exc) for stage, exc in session.internal_errors
@@ -124,6 +134,9 @@ def diagnose(
         trial_result = None
         if trial_options is not None and any(f.category == "input-scale" for f in findings):
             log_features = [f.evidence["feature"]["name"] for f in findings if f.code == "SC103"]
+            bar = Progress(
+                trial_options.steps, "scalecheck: training trial", unit="steps", enabled=progress
+            )
             try:
                 trial_result = run_trial(
                     model,
@@ -133,6 +146,7 @@ def diagnose(
                     loss_fn=loss_fn,
                     seed=seed,
                     options=trial_options,
+                    tick=bar.update,
                 )
             except ScaleCheckError:
                 raise
@@ -140,6 +154,8 @@ def diagnose(
                 if strict:
                     raise
                 findings.append(internal_error("training trial", exc))
+            finally:
+                bar.close()
             if trial_result is not None:
                 trial_rules = [
                     r for r in rules if r.category == "trial" or r.code.startswith("SC41")

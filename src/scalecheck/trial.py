@@ -89,9 +89,11 @@ def run_trial(
     loss_fn: Callable[..., Tensor] | None,
     seed: int,
     options: TrialOptions,
+    tick: Callable[[], None] | None = None,
 ) -> TrialResult | None:
     """Run the trial (see the module docs). Returns None when it cannot be meaningful:
-    no batches, no targets (a surrogate loss), or no feature input to rescale."""
+    no batches, no targets (a surrogate loss), or no feature input to rescale. *tick* is
+    called once per step (the progress bar)."""
     loss_stats = measurements.loss
     if not batches or loss_stats is None or loss_stats.kind == "surrogate":
         return None
@@ -130,6 +132,8 @@ def run_trial(
                 continue
             _step(model, run, prepared[run.arm][call_index], step)
         steps_done = step + 1
+        if tick is not None:
+            tick()
         if time.perf_counter() - started > options.budget_s and steps_done >= 1:
             exhausted = steps_done < options.steps
             break

@@ -75,8 +75,11 @@ def run_session(
     seed: int,
     strict: bool,
     keep_batches: bool,
+    tick: Callable[[], None] | None = None,
 ) -> SessionResult:
-    """Measure *model* on up to *max_batches* batches of *loader* (see module docs)."""
+    """Measure *model* on up to *max_batches* batches of *loader* (see module docs).
+
+    *tick* is called once per measured batch (the progress bar)."""
     internal: list[tuple[str, BaseException]] = []
 
     def on_error(stage: str, exc: BaseException) -> None:
@@ -124,6 +127,8 @@ def run_session(
                 if keep_batches:
                     cached.append(call.detached())
                 del output, loss, grads
+                if tick is not None:
+                    tick()
             batches = index + 1
             if batches == 0:
                 raise LoaderError(
