@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from . import _validation as v
 from ._progress import Progress, expected_batches
 from ._version import __version__
-from .errors import InvalidArgumentError, ScaleCheckError
+from .errors import InvalidArgumentError, ScaleCheckError, UnsupportedModelError
 from .findings import Finding
 from .report._report import Report, freeze_report
 from .rules._registry import Context, internal_error, run_rules, select_rules
@@ -91,7 +91,7 @@ def diagnose(
         >>> scalecheck.diagnose(ref.make_model(), loader, trial=False).verdict.value
         'ok'
     """
-    model = _check_model(model)
+    model, wrapper_note = _unwrap(_check_model(model))
     _check_loader(loader)
     v.check_callable("loss_fn", loss_fn, hint="pass e.g. torch.nn.MSELoss() or None to infer.")
     v.check_callable(
@@ -166,8 +166,9 @@ def diagnose(
         del session
     finally:
         repaired = borrowed.restore()
-    if repaired:
-        measurements = replace(measurements, notes=(*measurements.notes, *repaired))
+    extra_notes = ([wrapper_note] if wrapper_note else []) + repaired
+    if extra_notes:
+        measurements = replace(measurements, notes=(*measurements.notes, *extra_notes))
     findings.sort(key=lambda f: (-f.severity.rank, f.code, f.where))
     verdict, summary = decide(findings, measurements, trial_result)
     report = Report(
@@ -212,6 +213,40 @@ def _check_model(model: Any) -> nn.Module:
             "requires_grad=False). Unfreeze the part you train, or pass that part."
         )
     return model
+
+
+def _unwrap(model: nn.Module) -> tuple[nn.Module, str]:
+    """The module to measure, and a note when a wrapper was taken off.
+
+    DataParallel and DistributedDataParallel are unwrapped (their forward is never run:
+    it would scatter, broadcast or synchronize); a ``torch.compile``d module is measured
+    through its original module, eagerly. Sharded models (FSDP) are refused: their
+    parameters live in shards, and a forward would need every rank.
+    """
+    names = {cls.__name__ for cls in type(model).__mro__}
+    if names & {"FullyShardedDataParallel", "FSDPModule"}:
+        raise UnsupportedModelError(
+            f"model is a sharded {type(model).__name__} (FSDP): its parameters are split "
+            "across ranks, so scalecheck cannot run it alone. Diagnose the unwrapped model "
+            "on one process before sharding it (e.g. build it, diagnose(model, loader), "
+            "then wrap it)."
+        )
+    notes = []
+    for _ in range(4):  # compile(DDP(model)) and the like
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            notes.append(f"{type(model).__name__}: measured its .module")
+            model = model.module
+        elif type(model).__name__ == "OptimizedModule" and isinstance(
+            getattr(model, "_orig_mod", None), nn.Module
+        ):
+            notes.append("torch.compile: measured the original module, eagerly")
+            model = model._orig_mod
+        else:
+            break
+    note = ""
+    if notes:
+        note = "the model was wrapped (" + "; ".join(notes) + "); the wrapper was not run"
+    return model, note
 
 
 def _check_loader(loader: Any) -> None:

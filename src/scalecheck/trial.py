@@ -11,7 +11,11 @@ already measured, from the *same* initial weights, it runs a few optimizer steps
   (only when rule SC103 found such a feature).
 
 Each arm runs for every learning rate of a small grid (default Adam at 1e-3, 1e-2, 1e-1;
-or one run with a user ``optimizer`` factory) and keeps its best run. Arms advance in
+or one run with a user ``optimizer`` factory) and keeps its best run. The default Adam is
+:class:`FunctionalAdam`: the same update as ``torch.optim.Adam`` with its defaults (a test
+checks they agree step for step), written as foreach updates because the first
+construction of any ``torch.optim`` optimizer in a process imports ``torch._dynamo``,
+which takes about 2.4 s on a 2-core machine, longer than the whole trial. Arms advance in
 lock-step, so when the time budget runs out they have all taken the same number of steps.
 An arm's final loss is the mean over the last full pass over the measured batches, so
 arms are compared on exactly the same batches.
@@ -27,6 +31,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -68,13 +73,67 @@ class TrialOptions:
     arms: Sequence[str] = field(default_factory=lambda: ("raw", "standardized", "log-standardized"))
 
 
+class FunctionalAdam:
+    """Adam (Kingma & Ba 2015) with torch.optim.Adam's defaults, for tensors with ``.grad``.
+
+    ``betas=(0.9, 0.999)``, ``eps=1e-8``, no weight decay, bias-corrected moments, the
+    update ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` exactly as ``torch.optim.Adam``
+    computes it (``foreach`` variant).
+
+    Example:
+        >>> import torch
+        >>> p = torch.zeros(2, requires_grad=True)
+        >>> opt = FunctionalAdam([p], lr=0.1)
+        >>> p.grad = torch.tensor([1.0, -2.0])
+        >>> opt.step()
+        >>> [round(v, 4) for v in p.tolist()]
+        [-0.1, 0.1]
+    """
+
+    def __init__(
+        self,
+        params: list[Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params = params
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every parameter that has a gradient."""
+        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not idx:
+            return
+        self.t += 1
+        b1, b2 = self.betas
+        params = [self.params[i] for i in idx]
+        grads = [self.params[i].grad for i in idx]
+        m = [self.m[i] for i in idx]
+        v = [self.v[i] for i in idx]
+        torch._foreach_lerp_(m, grads, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, grads, grads, 1 - b2)
+        bias1 = 1 - b1**self.t
+        bias2 = 1 - b2**self.t
+        step_size = self.lr / bias1
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, bias2**0.5)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(params, m, denom, -step_size)
+
+
 @dataclass
 class _Run:
     arm: str
     lr: float | None
     params: dict[str, Tensor]
     buffers: dict[str, Tensor]
-    optimizer: torch.optim.Optimizer
+    optimizer: Any
     loss: LossMonitor
     losses: list[float] = field(default_factory=list)
     diverged: bool = False
@@ -206,7 +265,7 @@ def _new_run(
                 "torch.optim.Optimizer."
             )
     else:
-        optimizer = torch.optim.Adam(trainable, lr=lr if lr is not None else 1e-3)
+        optimizer = FunctionalAdam(trainable, lr=lr if lr is not None else 1e-3)
     monitor = LossMonitor(loss_fn, torch.device("cpu"), track=False)
     return _Run(arm, lr, params, buffers, optimizer, monitor)
 

@@ -307,8 +307,9 @@ class BatchAdapter:
                 f"batch {index}: {where} holds no tensor ({describe_batch(inputs)}); the model "
                 "needs at least one tensor input."
             )
-        call.originals = {k: self._originals[id(v)] for k, v in call.inputs.items()
-                          if id(v) in self._originals}
+        call.originals = {
+            k: self._originals[id(v)] for k, v in call.inputs.items() if id(v) in self._originals
+        }
         self._originals.clear()
         call.targets = self._targets(targets, index)
         return call

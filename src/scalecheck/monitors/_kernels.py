@@ -82,19 +82,22 @@ def empty_moments(features: int, device: torch.device | str = "cpu") -> Moments:
     )
 
 
-def masked_moments(x: Tensor, dims: tuple[int, ...]) -> Moments:
+def masked_moments(x: Tensor, dims: tuple[int, ...], valid: Tensor | None = None) -> Moments:
     """Exact float64 moments of *x* reduced over *dims*, ignoring (and counting) NaN/inf.
 
     Args:
         x: any real tensor (integer, bool, float of any width).
         dims: the dimensions to reduce (at least one); the remaining dimension (at most
             one) indexes the features.
+        valid: optional boolean mask broadcastable to *x*; positions where it is False
+            (padding) are left out of every statistic, non-finite counts included.
 
     Returns:
         The batch's :class:`Moments`, shape ``[F]``.
     """
     x = x.detach().to(_F64)
-    finite = torch.isfinite(x)
+    present = torch.isfinite(x)
+    finite = present if valid is None else present & valid
     n = finite.sum(dims, dtype=_F64)
     values = torch.where(finite, x, 0.0)
     safe_n = torch.where(n > 0, n, 1.0)
@@ -103,33 +106,51 @@ def masked_moments(x: Tensor, dims: tuple[int, ...]) -> Moments:
     m2 = (centred * centred).sum(dims)
     lo = torch.where(finite, x, float("inf")).amin(dims)
     hi = torch.where(finite, x, float("-inf")).amax(dims)
-    nonfinite = (~finite).sum(dims, dtype=_F64)
-    zeros = (x == 0).sum(dims, dtype=_F64)
+    missing = ~present if valid is None else ~present & valid
+    nonfinite = missing.expand_as(x).sum(dims, dtype=_F64)
+    zeros = ((x == 0) & finite).sum(dims, dtype=_F64)
     return Moments(n, mean, m2, lo, hi, nonfinite, zeros)
 
 
-def fast_moments(x: Tensor, dims: tuple[int, ...]) -> Moments:
+def fast_moments(x: Tensor, dims: tuple[int, ...], weight: Tensor | None = None) -> Moments:
     """Moments of a large float tensor reduced over *dims*, computed in float32.
 
-    No masking: a NaN or infinity anywhere in a feature makes that feature's mean and
-    ``m2`` non-finite, which the caller reports. Zeros are not counted (``zeros`` is 0).
-    Two passes (sum, then squared deviations around the batch mean) keep the variance
-    exact for offset data.
+    No masking of non-finite values: a NaN or infinity anywhere in a feature makes that
+    feature's mean and ``m2`` non-finite, which the caller reports. Zeros are not counted
+    (``zeros`` is 0). Two passes (sum, then squared deviations around the batch mean) keep
+    the variance exact for offset data.
+
+    Args:
+        x: the tensor.
+        dims: the dimensions to reduce.
+        weight: optional 0/1 float mask broadcastable to *x* (padding = 0); it keeps shapes
+            static, so masking never synchronizes with the device.
     """
     x = x.detach()
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
-    count = x.numel() // max(1, _numel_kept(x, dims))
-    mean = x.sum(dims) / count
-    centred = x - _keep(mean, x, dims)
-    m2 = centred.square_().sum(dims)
-    n = torch.full_like(mean, float(count), dtype=_F64)
+    if weight is None:
+        count = x.numel() // max(1, _numel_kept(x, dims))
+        mean = x.sum(dims) / count
+        centred = x - _keep(mean, x, dims)
+        m2 = centred.square_().sum(dims)
+        n = torch.full_like(mean, float(count), dtype=_F64)
+        lo, hi = x.amin(dims), x.amax(dims)
+    else:
+        w = weight.to(x.dtype).expand_as(x)
+        counts = w.sum(dims)
+        mean = (x * w).sum(dims) / counts.clamp_min(1)
+        centred = (x - _keep(mean, x, dims)) * w
+        m2 = centred.square_().sum(dims)
+        n = counts.to(_F64)
+        lo = torch.where(w > 0, x, float("inf")).amin(dims)
+        hi = torch.where(w > 0, x, float("-inf")).amax(dims)
     return Moments(
         n=n,
         mean=mean.to(_F64),
         m2=m2.to(_F64),
-        min=x.amin(dims).to(_F64),
-        max=x.amax(dims).to(_F64),
+        min=lo.to(_F64),
+        max=hi.to(_F64),
         nonfinite=torch.zeros_like(n),
         zeros=torch.zeros_like(n),
     )

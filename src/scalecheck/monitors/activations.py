@@ -25,6 +25,7 @@ with the device: numbers reach the host once, in :meth:`ActivationMonitor.result
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -190,6 +191,7 @@ class Structure:
     transformed_by: dict[str, list[str]] = field(default_factory=dict)
     input_layer_sites: dict[str, str] = field(default_factory=dict)  # site -> fed-by module
     layer_params: set[str] = field(default_factory=set)
+    normalized_by: dict[str, str] = field(default_factory=dict)  # input -> "module (op)"
 
 
 @dataclass
@@ -252,6 +254,8 @@ class ActivationMonitor:
         self.pending_seen: dict[str, Tensor] = {}
         self.on_capture: Any = None
         self.batch_index = 0
+        #: the batch's padding mask (True = a real position), ``[N, T]``, or None
+        self.valid: Tensor | None = None
         self._layer_calls: dict[tuple[str, Any], int] = {}
 
     # -- the mode -----------------------------------------------------------------------
@@ -277,6 +281,30 @@ class ActivationMonitor:
         self._layer_calls = {}
         self._raw.clear()
         self._first.clear()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Run scalecheck's own tensor code inside a forward without measuring it."""
+        enabled, tracing = self.enabled, self.tracing
+        self.enabled = self.tracing = False
+        try:
+            yield
+        finally:
+            self.enabled, self.tracing = enabled, tracing
+
+    def observe(
+        self, name: str, module: str, function: str, z: Tensor, fed_by: str | None = None
+    ) -> None:
+        """Measure pre-activations computed outside the mode (recurrent gates): *z* is
+        ``[samples, units]``, *function* a registered nonlinearity name."""
+        nl = nls.by_name(function)
+        site = self.sites.get(name)
+        if site is None:
+            site = self._new_site(name, nl, z, (), dim=z.dim() - 1 if z.dim() > 1 else None)
+            site.module = module
+        if fed_by is not None:
+            self.structure.input_layer_sites.setdefault(name, fed_by)
+        self._update(site, z)
 
     def _fail(self, exc: BaseException) -> None:
         self.enabled = False
@@ -374,7 +402,12 @@ class ActivationMonitor:
         module = self.tracker.current
         if raw:
             input_names = {name for _, name in raw}
-            if is_layer:
+            if is_norm:
+                # A normalization layer right after the input is a transformation for scale
+                # purposes: what matters is what the next parametrized layer receives.
+                for _src, name in raw:
+                    self.structure.normalized_by.setdefault(name, f"{module} ({kind})")
+            if is_layer and not is_norm:
                 assert kind is not None
                 for src, name in raw:
                     if name not in self.structure.consumers:
@@ -473,22 +506,45 @@ class ActivationMonitor:
             if axis is not None and (zd.dim() <= axis or zd.shape[axis] != site.units):
                 _collapse(site)
                 axis = None
-            dims = tuple(d for d in range(zd.dim()) if d != axis) if axis is not None else None
-            if dims is None:
+            weight = self._padding_weight(zd, axis)
+            if axis is None:
                 zd_flat = zd.reshape(-1, 1)
-                dims_used: tuple[int, ...] = (0,)
+                dims: tuple[int, ...] = (0,)
+                if weight is not None:
+                    weight = weight.expand_as(zd).reshape(-1, 1)
             else:
                 zd_flat = zd
-                dims_used = dims
-            site.moments = merge_moments(site.moments, fast_moments(zd_flat, dims_used))
+                dims = tuple(d for d in range(zd.dim()) if d != axis)
+            site.moments = merge_moments(site.moments, fast_moments(zd_flat, dims, weight))
             if site.exact is not None and site.near is not None:
-                site.exact_count += _beyond(zd_flat, site.exact, dims_used)
-                site.near_count += _beyond(zd_flat, site.near, dims_used)
-            site.hist += self._histogram(site, zd)
+                site.exact_count += _beyond(zd_flat, site.exact, dims, weight)
+                site.near_count += _beyond(zd_flat, site.near, dims, weight)
+            site.hist += self._histogram(site, zd, weight)
             site.calls += 1
 
-    def _histogram(self, site: _Site, z: Tensor) -> Tensor:
+    def _padding_weight(self, z: Tensor, axis: int | None) -> Tensor | None:
+        """A 0/1 weight leaving out padded positions, when this batch has a padding mask
+        whose shape matches the leading ``[N, T]`` (or ``[T, N]``) dims of *z* and the
+        units run along the last dimension."""
+        valid = self.valid
+        if valid is None or z.dim() < 3 or (axis is not None and axis != z.dim() - 1):
+            return None
+        shape = [*valid.shape] + [1] * (z.dim() - 2)
+        if tuple(z.shape[:2]) == tuple(valid.shape):
+            return valid.to(z.dtype if z.is_floating_point() else torch.float32).reshape(shape)
+        if tuple(z.shape[:2]) == tuple(valid.shape[::-1]):
+            return valid.T.to(torch.float32).reshape(
+                [valid.shape[1], valid.shape[0]] + [1] * (z.dim() - 2)
+            )
+        return None
+
+    def _histogram(self, site: _Site, z: Tensor, weight: Tensor | None = None) -> Tensor:
         n = z.numel()
+        u_full = None
+        if weight is not None:
+            # padded positions are moved outside the histogram's range, where histc ignores them
+            u_full = torch.where(weight.expand_as(z) > 0, z.float(), math.inf)
+        source = z if u_full is None else u_full
         if n > HIST_SAMPLE:
             key = (n, site.name)
             idx = self._sample_idx.get(key)
@@ -496,10 +552,14 @@ class ActivationMonitor:
                 gen = torch.Generator().manual_seed(self.seed)
                 idx = torch.randint(n, (HIST_SAMPLE,), generator=gen).to(z.device)
                 self._sample_idx[key] = idx
-            sample = torch.take(z, idx)
+            sample = torch.take(source, idx)
         else:
-            sample = z.reshape(-1)
-        u = torch.asinh(sample.float()).clamp_(-HIST_RANGE, HIST_RANGE)
+            sample = source.reshape(-1)
+        u = torch.asinh(sample.float())
+        outside = ~torch.isfinite(u) & (u > 0) if u_full is not None else None
+        u = u.clamp_(-HIST_RANGE, HIST_RANGE)
+        if outside is not None:
+            u = torch.where(outside, 2 * HIST_RANGE, u)
         return torch.histc(u, bins=HIST_BINS, min=-HIST_RANGE, max=HIST_RANGE).to(torch.float64)
 
     # -- results ------------------------------------------------------------------------
@@ -638,19 +698,28 @@ class _Mode(TorchFunctionMode):
         return out
 
 
-def _beyond(z: Tensor, bounds: nls.Bounds, dims: tuple[int, ...]) -> Tensor:
+def _beyond(
+    z: Tensor, bounds: nls.Bounds, dims: tuple[int, ...], weight: Tensor | None = None
+) -> Tensor:
     """Per-unit count of values with ``z < bounds.lo`` or ``z > bounds.hi`` (float64)."""
     lo, hi = bounds.lo, bounds.hi
     if math.isinf(lo) and math.isinf(hi):
         return torch.zeros((), dtype=torch.float64, device=z.device)
+
+    def count(t: Tensor) -> Tensor:
+        t = t.relu_().sign_()
+        if weight is not None:
+            t = t * weight
+        return t.sum(dims, dtype=torch.float32)
+
     if lo == -hi:
-        counts = (z.abs() - hi).relu_().sign_().sum(dims, dtype=torch.float32)
+        counts = count(z.abs() - hi)
     else:
         counts = torch.zeros((), dtype=torch.float32, device=z.device)
         if not math.isinf(hi):
-            counts = counts + (z - hi).relu_().sign_().sum(dims, dtype=torch.float32)
+            counts = counts + count(z - hi)
         if not math.isinf(lo):
-            counts = counts + (lo - z).relu_().sign_().sum(dims, dtype=torch.float32)
+            counts = counts + count(lo - z)
     return counts.to(torch.float64)
 
 

@@ -125,20 +125,40 @@ class InputMonitor:
             with torch.no_grad():
                 self._update_state(self._seen_plans[name], state, x.detach(), batch_index)
 
-    def update(self, tensors: dict[str, Tensor], batch_index: int) -> None:
-        """Add one batch."""
+    def update(
+        self, tensors: dict[str, Tensor], batch_index: int, valid: Tensor | None = None
+    ) -> None:
+        """Add one batch (*valid*: optional ``[N, T]`` padding mask, True = real)."""
         for name, state in self._states.items():
             x = tensors.get(name)
             if x is None:
                 continue
-            self._update_state(self.plans[name], state, x, batch_index)
+            self._update_state(self.plans[name], state, x, batch_index, valid)
 
-    def _update_state(self, plan: InputPlan, state: _State, x: Tensor, batch_index: int) -> None:
+    def _update_state(
+        self,
+        plan: InputPlan,
+        state: _State,
+        x: Tensor,
+        batch_index: int,
+        valid: Tensor | None = None,
+    ) -> None:
         rows, dims = self._layout(plan, x, batch_index)
-        state.moments = merge_moments(state.moments, masked_moments(rows, dims))
+        mask = None
+        if (
+            valid is not None
+            and plan.axis is not None
+            and rows.dim() >= 3
+            and plan.axis == rows.dim() - 1
+            and tuple(rows.shape[:2]) == tuple(valid.shape)
+        ):
+            mask = valid.reshape(*valid.shape, *([1] * (rows.dim() - 2)))
+        state.moments = merge_moments(state.moments, masked_moments(rows, dims, mask))
         logx = torch.where(rows > 0, rows.double().clamp_min(1e-300).log(), math.nan)
-        state.log_moments = merge_moments(state.log_moments, masked_moments(logx, dims))
+        state.log_moments = merge_moments(state.log_moments, masked_moments(logx, dims, mask))
         g_rows = rows.movedim(plan.axis, -1) if plan.axis is not None else rows
+        if mask is not None:
+            g_rows = torch.where(mask, g_rows.double(), math.nan)  # padded rows left out
         g_rows = g_rows.reshape(-1, plan.features)[:, : state.gram_features]
         if state.gram is None:
             first = masked_moments(g_rows, (0,))

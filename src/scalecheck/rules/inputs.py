@@ -169,9 +169,6 @@ def unscaled_input_feature(ctx: Context) -> Iterator[Finding]:
         flagged.sort(key=lambda kf: -kf[0])
         worst_k, worst = flagged[0]
         severity = Severity.ERROR if worst_k > KAPPA_ERROR.value else Severity.WARNING
-        normalized = inp.normalized_by is not None
-        if normalized:
-            severity = Severity.INFO
         feats = [f for _, f in flagged]
         parts = [_describe_feature(f) for f in feats[:3]]
         if len(feats) == 1:
@@ -185,31 +182,25 @@ def unscaled_input_feature(ctx: Context) -> Iterator[Finding]:
                 + "; ".join(parts)
                 + (f"; and {len(feats) - 3} more" if len(feats) > 3 else "")
             )
+        kappa = inp.seen_kappa if inp.seen_by_layer else inp.kappa
         conditioning = f"condition number of its [x, 1] second-moment matrix {num(worst_k)}"
-        if inp.kappa is not None and inp.kappa_standardized is not None and len(inp.features) > 1:
+        if kappa is not None and len(inp.judged) > 1:
             conditioning = (
-                f"condition number of the inputs' [x, 1] second-moment matrix "
-                f"{num(inp.kappa)} raw, {num(inp.kappa_standardized)} standardized"
+                f"condition number of the inputs' [x, 1] second-moment matrix {num(kappa)}"
             )
-        elif inp.kappa_standardized is not None:
+        if inp.kappa_standardized is not None:
             conditioning += f"; {num(inp.kappa_standardized)} standardized"
-        message = f"{head} ({conditioning})."
-        if normalized:
-            message += (
-                f" The model normalizes this input first ({inp.normalized_by}), so the raw "
-                "scale does not reach its nonlinearities."
-            )
-        if inp.seen_by_layer:
-            message = message[:-1] + _seen_note(inp) + "."
+        message = f"{head}{_seen_note(inp)} ({conditioning})."
         yield unscaled_input_feature.finding(
             message,
             where=where,
             severity=severity,
             evidence={
                 "input": inp.name,
-                "kappa": inp.kappa,
+                "kappa": kappa if len(inp.judged) > 1 else worst_k,
                 "kappa_standardized": inp.kappa_standardized,
                 "normalized_by": inp.normalized_by,
+                "transformed_by": list(inp.transformed_by),
                 "features": [_feature_evidence(f) for f in feats[:64]],
             },
             fix=standardize_fix(inp, feats),
@@ -408,4 +399,56 @@ def non_finite_input(ctx: Context) -> Iterator[Finding]:
                 summary="Impute or drop non-finite values before training.",
                 code="x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # or impute",
             ),
+        )
+
+
+@rule("SC106", "input-rescaled-in-model", Severity.INFO, "input-scale", thresholds=(KAPPA_WARN,))
+def input_rescaled_in_model(ctx: Context) -> Iterator[Finding]:
+    """The raw input is badly scaled, but the model rescales it before its first layer.
+
+    What it does:
+        For inputs that pass through value-changing operations before the first
+        parametrized layer (a normalization layer, ``x / 255``, a prepended standardizer),
+        compares the raw features (``kappa`` above ``kappa_warn``) with what the first
+        layer receives (below it), and notes the difference.
+
+    Why it matters:
+        The network does not see the raw scale, so training should not stall. When the
+        rescaling is a normalization layer (BatchNorm, LayerNorm, GroupNorm) the verdict is
+        still ``at_risk``: it depends on batch statistics during training and on running
+        statistics that must converge for inference, and a LayerNorm normalizes across
+        features, not per feature. A fixed standardization (``x / 255``, a standardizer)
+        is the fix itself and leaves the verdict ``ok``.
+
+    Example:
+        ``nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 16), ...)`` on features in the
+        thousands.
+
+    Fix:
+        None needed; standardizing in the data pipeline is still good practice.
+
+    Known problems:
+        None known.
+    """
+    for inp in _feature_inputs(ctx):
+        if not inp.seen_by_layer:
+            continue
+        raw_bad = [f for f in inp.features if f.std and (f.kappa or 0) > KAPPA_WARN.value]
+        seen_bad = [f for f in inp.seen_by_layer if f.std and (f.kappa or 0) > KAPPA_WARN.value]
+        if not raw_bad or seen_bad:
+            continue
+        worst = max(raw_bad, key=lambda f: f.kappa or 0.0)
+        how = inp.normalized_by or ", ".join(_op(o) for o in inp.transformed_by)
+        yield input_rescaled_in_model.finding(
+            f"{_describe_feature(worst)} (condition number {num(worst.kappa)}), but the model "
+            f"rescales it before its first layer {inp.consumer} ({how}); that layer receives "
+            "well-scaled values.",
+            where=worst.name if len(raw_bad) == 1 else inp.name,
+            category="input-scale" if inp.normalized_by else "other",
+            evidence={
+                "input": inp.name,
+                "normalized_by": inp.normalized_by,
+                "transformed_by": list(inp.transformed_by),
+                "raw": [_feature_evidence(f) for f in raw_bad[:64]],
+            },
         )

@@ -96,8 +96,9 @@ class Borrowed:
                             continue
                         rec.tensor.copy_(rec.copy)
                         if kind == "parameter":
-                            repaired.append(f"parameter {name} was modified by the forward; "
-                                            "restored")
+                            repaired.append(
+                                f"parameter {name} was modified by the forward; restored"
+                            )
         for (module, attr, key), value in self.param_attrs.items():
             if getattr(module, attr).get(key) is not value:
                 getattr(module, attr)[key] = value
@@ -141,8 +142,13 @@ def _same(a: Tensor, b: Tensor) -> bool:
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     if a.is_floating_point() or a.is_complex():
-        return bool(torch.equal(a, b) or (torch.isnan(a) == torch.isnan(b)).all()
-                    and torch.equal(torch.nan_to_num(a), torch.nan_to_num(b)))
+        return bool(
+            torch.equal(a, b)
+            or (
+                (torch.isnan(a) == torch.isnan(b)).all()
+                and torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
+            )
+        )
     return bool(torch.equal(a, b))
 
 

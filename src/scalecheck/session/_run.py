@@ -32,6 +32,7 @@ from ..monitors.activations import ActivationMonitor
 from ..monitors.gradients import GradientMonitor
 from ..monitors.inputs import InputMonitor, InputPlan, feature_axis
 from ..monitors.loss import LossMonitor
+from ..monitors.recurrent import RecurrentMonitor
 from ._tracker import ModuleTracker
 
 __all__ = ["SessionResult", "run_session"]
@@ -99,6 +100,7 @@ def run_session(
             trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
             param_names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
             activations = ActivationMonitor(tracker, param_names, device, seed, on_error)
+            RecurrentMonitor(model, activations, stack)
             inputs = InputMonitor(device)
             gradients = GradientMonitor(trainable, device)
             losses = LossMonitor(loss_fn, device)
@@ -112,6 +114,8 @@ def run_session(
                     index -= 1
                     break
                 call = adapter.adapt(batch, index)
+                valid = _padding_mask(call)
+                activations.valid = valid
                 tracker.begin_forward()
                 with torch.enable_grad():
                     with activations.watch(call.inputs, trace=index == 0, batch_index=index):
@@ -121,7 +125,7 @@ def run_session(
                         _plan(call, activations, inputs, gradients, index)
                     loss = losses.compute(output, call.targets, index)
                     grads = _gradients(loss, [p for _, p in trainable], index, tracker)
-                _guard(on_error, "input monitor", inputs.update, call.measured(), index)
+                _guard(on_error, "input monitor", inputs.update, call.measured(), index, valid)
                 _guard(on_error, "gradient monitor", gradients.update, grads)
                 samples += _samples(call)
                 if keep_batches:
@@ -148,7 +152,7 @@ def run_session(
             notes.extend(adapter.notes)
             structure = activations.structure
             consumers = {k: (c.module, c.op) for k, c in structure.consumers.items()}
-            normalized = {k: c.module for k, c in structure.consumers.items() if c.op in _NORM_OPS}
+            normalized = dict(structure.normalized_by)
             measurements = Measurements(
                 inputs=inputs.results(consumers, normalized, structure.transformed_by),
                 layers=activations.results(),
@@ -250,7 +254,10 @@ def _plan(
     layer_params: set[str] = set()
     for name, t in call.inputs.items():
         consumer = structure.consumers.get(name)
-        if t.is_floating_point():
+        if _is_mask_or_ids(name):
+            ids = name in structure.categorical or name.endswith("ids")
+            kind = "categorical" if ids else "ignored"
+        elif t.is_floating_point():
             kind = "feature"
         elif name in structure.categorical:
             kind = "categorical"
@@ -277,6 +284,46 @@ def _plan(
                 layer_params.update(consumer.params)
     share_features = feature_counts[0] if len(feature_counts) == 1 else 0
     gradients.watch_input_layer(layer_params, share_features)
+
+
+#: Inputs that are never features, whatever their dtype: masks and ids by name (Hugging
+#: Face and torch.nn.Transformer conventions). A float attention mask is not a feature.
+_NON_FEATURE_NAMES = {
+    "attention_mask",
+    "token_type_ids",
+    "position_ids",
+    "input_ids",
+    "src_key_padding_mask",
+    "key_padding_mask",
+    "padding_mask",
+    "mask",
+    "src_mask",
+    "tgt_mask",
+    "memory_mask",
+    "head_mask",
+    "lengths",
+}
+
+
+def _padding_mask(call: ModelCall) -> Tensor | None:
+    """The batch's ``[N, T]`` padding mask (True = a real position), if it carries one.
+
+    ``attention_mask`` follows the Hugging Face convention (non-zero = keep);
+    ``*key_padding_mask`` / ``padding_mask`` follow torch.nn.Transformer's (True, or an
+    additive -inf, = padding).
+    """
+    for name, t in call.inputs.items():
+        if t.dim() != 2:
+            continue
+        if name == "attention_mask":
+            return t != 0
+        if name in ("src_key_padding_mask", "key_padding_mask", "padding_mask"):
+            return ~t if t.dtype == torch.bool else t == 0
+    return None
+
+
+def _is_mask_or_ids(name: str) -> bool:
+    return name in _NON_FEATURE_NAMES or name.endswith(("_mask", "_ids"))
 
 
 def _guard(

@@ -1,0 +1,212 @@
+"""Gate pre-activations of ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN``.
+
+Their gates run inside fused kernels that no function hook sees, so a forward hook on each
+recurrent module recomputes the gate pre-activations from the module's own weights, its
+input, its initial state and its output sequence (the hidden state at every step):
+
+- LSTM: ``W_ih x_t + b_ih + W_hh h_{t-1} + b_hh``, split into the input, forget, cell and
+  output gates (sigmoid, sigmoid, tanh, sigmoid);
+- GRU: reset and update gates (sigmoid) and the new gate ``W_in x_t + b_in + r * (W_hn
+  h_{t-1} + b_hn)`` (tanh);
+- RNN: ``W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`` (tanh or relu).
+
+For a single-layer module the hidden states are the module's output: the gates are exact and
+cost two matrix products. For deeper modules the inner layers' hidden states are recomputed
+with one no-grad pass of the same kernel per inner layer (without inter-layer dropout).
+Padding is excluded: positions beyond each sequence's length (PackedSequence) are left out
+of every statistic. Gates are reported as call sites ``module:lstm.l0.forget_gate``; layer 0
+of the module that receives the model's input is marked as the input layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from .activations import ActivationMonitor
+
+__all__ = ["RecurrentMonitor"]
+
+_GATES = {
+    "LSTM": (
+        ("input_gate", "sigmoid"),
+        ("forget_gate", "sigmoid"),
+        ("cell_gate", "tanh"),
+        ("output_gate", "sigmoid"),
+    ),
+    "GRU": (("reset_gate", "sigmoid"), ("update_gate", "sigmoid"), ("new_gate", "tanh")),
+}
+
+
+class RecurrentMonitor:
+    """Registers a forward hook on every recurrent module (removed with *stack*).
+
+    Args:
+        model: the model.
+        activations: the activation monitor whose sites receive the gates.
+        stack: owns the hook handles.
+    """
+
+    def __init__(
+        self, model: nn.Module, activations: ActivationMonitor, stack: contextlib.ExitStack
+    ) -> None:
+        self.activations = activations
+        self.modules = 0
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.LSTM, nn.GRU, nn.RNN)):
+                handle = module.register_forward_hook(
+                    self._hook(name or "<model>"), with_kwargs=True
+                )
+                stack.callback(handle.remove)
+                self.modules += 1
+
+    def _hook(self, path: str) -> Any:
+        def hook(
+            module: nn.RNNBase, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+        ) -> None:
+            mon = self.activations
+            if not mon.enabled:
+                return
+            try:
+                with mon.paused(), torch.no_grad():
+                    self._measure(path, module, args, kwargs, output)
+            except Exception as exc:  # never break the user's forward
+                mon._fail(exc)
+
+        return hook
+
+    def _measure(
+        self,
+        path: str,
+        module: nn.RNNBase,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        output: Any,
+    ) -> None:
+        x = args[0] if args else kwargs.get("input")
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        out = output[0]
+        mask = None
+        if isinstance(x, PackedSequence):
+            x, lengths = pad_packed_sequence(x, batch_first=True)
+            out, _ = pad_packed_sequence(out, batch_first=True)
+            steps = torch.arange(x.shape[1], device=lengths.device)
+            mask = (steps[None, :] < lengths[:, None]).to(x.device)
+        elif isinstance(x, Tensor):
+            if x.dim() == 2:  # unbatched [T, F]
+                x, out = x.unsqueeze(0), out.unsqueeze(0)
+            elif not module.batch_first:
+                x, out = x.transpose(0, 1), out.transpose(0, 1)
+        else:
+            return
+        n, t = x.shape[0], x.shape[1]
+        kind = type(module).__name__ if isinstance(module, (nn.LSTM, nn.GRU)) else "RNN"
+        dirs = 2 if module.bidirectional else 1
+        h0 = hx[0] if isinstance(hx, tuple) else hx
+        if h0 is not None and h0.dim() == 2:
+            h0 = h0.unsqueeze(1)
+        out_size = out.shape[-1] // dirs
+        layer_input = x.to(out.dtype) if x.is_floating_point() else x.float()
+        consumer = path in {c.module for c in self.activations.structure.consumers.values()}
+        for layer in range(module.num_layers):
+            if layer == module.num_layers - 1:
+                layer_out = out
+            else:
+                layer_out = _run_layer(module, layer, layer_input, hx)
+            for d in range(dirs):
+                seq = layer_out[..., d * out_size : (d + 1) * out_size]
+                init = h0[layer * dirs + d] if h0 is not None else seq.new_zeros(n, out_size)
+                prev = _previous(seq, init, d == 1, mask)
+                sfx = "_reverse" if d else ""
+                w_ih = getattr(module, f"weight_ih_l{layer}{sfx}")
+                w_hh = getattr(module, f"weight_hh_l{layer}{sfx}")
+                b_ih = getattr(module, f"bias_ih_l{layer}{sfx}", None)
+                b_hh = getattr(module, f"bias_hh_l{layer}{sfx}", None)
+                gx = torch.nn.functional.linear(layer_input, w_ih, b_ih)
+                gh = torch.nn.functional.linear(prev, w_hh, b_hh)
+                where = f"{kind.lower()}.l{layer}{sfx}"
+                is_input = consumer and layer == 0
+                if mask is not None:
+                    gx, gh = gx[mask], gh[mask]
+                else:
+                    gx, gh = gx.reshape(n * t, -1), gh.reshape(n * t, -1)
+                for gate, fn, z in _gates(kind, module, gx, gh):
+                    self.activations.observe(
+                        f"{path}:{where}.{gate}", path, fn, z, fed_by=path if is_input else None
+                    )
+            layer_input = layer_out
+
+
+def _gates(kind: str, module: nn.RNNBase, gx: Tensor, gh: Tensor) -> list[tuple[str, str, Tensor]]:
+    if kind == "LSTM":
+        pre = (gx + gh).chunk(4, dim=-1)
+        return [(g, fn, z) for (g, fn), z in zip(_GATES["LSTM"], pre, strict=True)]
+    if kind == "GRU":
+        xr, xz, xn = gx.chunk(3, dim=-1)
+        hr, hz, hn = gh.chunk(3, dim=-1)
+        r = torch.sigmoid(xr + hr)
+        return [
+            ("reset_gate", "sigmoid", xr + hr),
+            ("update_gate", "sigmoid", xz + hz),
+            ("new_gate", "tanh", xn + r * hn),
+        ]
+    fn = "relu" if getattr(module, "nonlinearity", "tanh") == "relu" else "tanh"
+    return [("hidden", fn, gx + gh)]
+
+
+def _previous(seq: Tensor, init: Tensor, reverse: bool, mask: Tensor | None) -> Tensor:
+    """``h_{t-1}`` for every step (``h_{t+1}`` for the reverse direction)."""
+    prev = torch.empty_like(seq)
+    if not reverse:
+        prev[:, 0] = init
+        prev[:, 1:] = seq[:, :-1]
+        return prev
+    prev[:, -1] = init
+    prev[:, :-1] = seq[:, 1:]
+    if mask is not None:
+        # a reverse pass starts at each sequence's own last step
+        lengths = mask.sum(1)
+        last = (lengths - 1).clamp_min(0)
+        prev[torch.arange(seq.shape[0], device=seq.device), last] = init
+    return prev
+
+
+def _run_layer(module: nn.RNNBase, layer: int, inputs: Tensor, hx: Any) -> Tensor:
+    """The output sequence of one inner layer, recomputed with the module's kernel
+    (padded positions of a reverse direction are approximate; they are masked later)."""
+    dirs = 2 if module.bidirectional else 1
+    weights: list[Tensor] = []
+    for d in range(dirs):
+        sfx = "_reverse" if d else ""
+        for part in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"):
+            w = getattr(module, f"{part}_l{layer}{sfx}", None)
+            if w is not None:
+                weights.append(w)
+    rows = slice(layer * dirs, (layer + 1) * dirs)
+    n = inputs.shape[0]
+    if isinstance(module, nn.LSTM):
+        real = module.proj_size if module.proj_size > 0 else module.hidden_size
+        if hx is None:
+            h = inputs.new_zeros(dirs, n, real)
+            c = inputs.new_zeros(dirs, n, module.hidden_size)
+        else:
+            h, c = (s[rows] if s.dim() == 3 else s[rows].unsqueeze(1) for s in hx)
+        out, _, _ = torch.lstm(
+            inputs, (h, c), weights, module.bias, 1, 0.0, False, module.bidirectional, True
+        )
+        return out
+    h = (
+        inputs.new_zeros(dirs, n, module.hidden_size)
+        if hx is None
+        else (hx[rows] if hx.dim() == 3 else hx[rows].unsqueeze(1))
+    )
+    if isinstance(module, nn.GRU):
+        fn = torch.gru
+    else:
+        fn = torch.rnn_relu if module.nonlinearity == "relu" else torch.rnn_tanh
+    out, _ = fn(inputs, h, weights, module.bias, 1, 0.0, False, module.bidirectional, True)
+    return out
