@@ -99,8 +99,67 @@ class Report:
             f"(errors={counts[Severity.ERROR]}, warnings={counts[Severity.WARNING]})>"
         )
 
+    def _repr_html_(self) -> str:
+        """The notebook rendering: static HTML with scoped styles and no scripts."""
+        from ._html import render_html
+
+        return render_html(self)
+
     def _repr_markdown_(self) -> str:
-        return "```\n" + str(self) + "\n```"
+        """The Markdown rendering, for front ends without HTML."""
+        from ._markdown import render_markdown
+
+        return render_markdown(self)
+
+    def to_html(self, *, standalone: bool = False) -> str:
+        """The report as HTML: the fragment a notebook shows, or with ``standalone=True`` a
+        complete document to save to a file."""
+        from ._html import render_html
+
+        return render_html(self, standalone=standalone)
+
+    def to_markdown(self) -> str:
+        """The report as Markdown (for an issue, a pull request or a CI summary)."""
+        from ._markdown import render_markdown
+
+        return render_markdown(self)
+
+    def plot(self, kind: str = "summary", ax: Any = None) -> Any:
+        """Draw the measurements with matplotlib (``pip install "scalecheck[plot]"``).
+
+        Never calls ``show()``; the figure is built without pyplot, so nothing is
+        displayed or kept open behind your back. In a notebook, the returned figure
+        displays itself when it is the cell's last expression (with ``%matplotlib inline``,
+        Jupyter's default once matplotlib is in use).
+
+        Args:
+            kind: ``"inputs"`` (per-feature ranges on a symmetric-log axis, the unit band
+                marked), ``"activations"`` (pre-activation distributions per nonlinearity,
+                the zero-derivative and near-saturated bands marked), ``"gradients"``
+                (gradient norm per parameter), ``"trial"`` (loss per step of each arm of
+                the training trial, the constant predictor's loss marked) or
+                ``"summary"`` (all four in one figure).
+            ax: a matplotlib ``Axes`` to draw into (not for ``"summary"``, which needs
+                four); None makes a new figure.
+
+        Returns:
+            The ``matplotlib.figure.Figure`` (``ax.figure`` when *ax* is given).
+
+        Raises:
+            MissingDependencyError: matplotlib is not installed.
+            InvalidArgumentError: an unknown *kind*, or *ax* with ``"summary"``.
+
+        Example:
+            >>> import scalecheck
+            >>> from scalecheck.reference import interpolation as ref
+            >>> report = scalecheck.diagnose(ref.make_model(), ref.make_loader(), trial=False)
+            >>> fig = report.plot("inputs")
+            >>> fig.axes[0].get_xscale()
+            'symlog'
+        """
+        from ._plot import plot_report
+
+        return plot_report(self, kind, ax)
 
     # -- serialization ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,208 @@
+"""What the HTML and Markdown renderings share: grouping, evidence rows, table rows.
+
+Everything here reads a :class:`~scalecheck.Report` and returns plain strings; escaping
+for the target format is left to the caller.
+
+Example:
+    >>> evidence_rows({"kappa": 5.0e10, "features": [{"name": "x", "std": 0.5}],
+    ...                "thresholds": {"kappa_warn": 1000.0}})
+    [('kappa', '5.0e10'), ('features[0].name', 'x'), ('features[0].std', '0.5')]
+    >>> threshold_text({"thresholds": {"kappa_warn": 1000.0, "kappa_error": 1e6}})
+    'kappa_warn = 1000, kappa_error = 1.0e6'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._format import num, pct, plural
+from ..findings import Finding, Fix, Severity
+from ._text import _HEADLINE, _main_fix
+
+if TYPE_CHECKING:
+    from ..measurements import ActivationStats, FeatureStats, GradientStats
+    from ._report import Report
+
+__all__ = [
+    "MAX_TABLE_ROWS",
+    "SEVERITY_TITLES",
+    "activation_row",
+    "evidence_rows",
+    "feature_row",
+    "findings_by_severity",
+    "gradient_row",
+    "headline",
+    "main_fix",
+    "measured_line",
+    "severity_counts",
+    "threshold_text",
+]
+
+#: Rows shown per table; the rest is summarised in a line that says where to find it.
+MAX_TABLE_ROWS = 200
+#: Longest sequence shown in full in the evidence.
+_MAX_SEQUENCE = 8
+
+SEVERITY_TITLES = {Severity.ERROR: "Errors", Severity.WARNING: "Warnings", Severity.INFO: "Info"}
+
+FEATURE_COLUMNS = ("feature", "mean", "std", "min", "max", "kappa", "zeros", "non-finite")
+ACTIVATION_COLUMNS = (
+    "site",
+    "function",
+    "dtype",
+    "units",
+    "zero-grad",
+    "near-sat",
+    "dead",
+    "mean",
+    "std",
+    "range",
+    "fed by",
+)
+GRADIENT_COLUMNS = (
+    "parameter",
+    "shape",
+    "grad norm",
+    "weight norm",
+    "ratio",
+    "exact zeros",
+    "layer",
+)
+
+
+def headline(report: Report) -> str:
+    """``STALLING: badly scaled inputs are stopping this network from learning``."""
+    return _HEADLINE[report.verdict]
+
+
+def main_fix(report: Report) -> Fix | None:
+    """The fix of the first input-scale finding that carries code (the one to apply)."""
+    return _main_fix(report)
+
+
+def severity_counts(findings: tuple[Finding, ...]) -> str:
+    """``4 errors, 1 warning`` (empty when there are no findings)."""
+    return ", ".join(
+        plural(n, s.value, s.value + "s")
+        for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)
+        if (n := sum(1 for f in findings if f.severity == s))
+    )
+
+
+def findings_by_severity(findings: tuple[Finding, ...]) -> list[tuple[Severity, list[Finding]]]:
+    """Findings grouped most severe first, each group in report order."""
+    groups = []
+    for sev in (Severity.ERROR, Severity.WARNING, Severity.INFO):
+        members = [f for f in findings if f.severity == sev]
+        if members:
+            groups.append((sev, members))
+    return groups
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, (int, float)):
+        return num(value)
+    return str(value)
+
+
+def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(value, Mapping):
+        for key, sub in value.items():
+            yield from _flatten(f"{prefix}.{key}" if prefix else str(key), sub)
+    elif isinstance(value, (list, tuple)):
+        if any(isinstance(v, (Mapping, list, tuple)) for v in value):
+            for i, sub in enumerate(value[:_MAX_SEQUENCE]):
+                yield from _flatten(f"{prefix}[{i}]", sub)
+            if len(value) > _MAX_SEQUENCE:
+                yield f"{prefix}[...]", f"{len(value) - _MAX_SEQUENCE} more"
+        else:
+            shown = ", ".join(_value(v) for v in value[:_MAX_SEQUENCE])
+            more = f", ... ({len(value)} values)" if len(value) > _MAX_SEQUENCE else ""
+            yield prefix, f"[{shown}{more}]"
+    else:
+        yield prefix, _value(value)
+
+
+def evidence_rows(evidence: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A finding's evidence as ``(key, value)`` rows (nested keys dotted, numbers formatted,
+    the thresholds left out: see :func:`threshold_text`)."""
+    rows: list[tuple[str, str]] = []
+    for key, value in evidence.items():
+        if key != "thresholds":
+            rows.extend(_flatten(str(key), value))
+    return rows
+
+
+def threshold_text(evidence: Mapping[str, Any]) -> str:
+    """The thresholds a finding was judged by: ``kappa_warn = 1.0e3, ...`` (or empty)."""
+    thresholds = evidence.get("thresholds")
+    if not isinstance(thresholds, Mapping):
+        return ""
+    return ", ".join(f"{k} = {_value(v)}" for k, v in thresholds.items())
+
+
+def feature_row(f: FeatureStats) -> list[str]:
+    """One row of the per-feature table (see ``FEATURE_COLUMNS``)."""
+    return [
+        f.name,
+        num(f.mean),
+        num(f.std),
+        num(f.min),
+        num(f.max),
+        num(f.kappa),
+        pct(f.zero_fraction),
+        str(f.nonfinite),
+    ]
+
+
+def activation_row(a: ActivationStats) -> list[str]:
+    """One row of the per-layer table (see ``ACTIVATION_COLUMNS``)."""
+    if a.family == "softmax":
+        zero, near = pct(a.softmax_saturated_fraction), pct(a.softmax_near_fraction)
+    else:
+        zero, near = pct(a.exact_fraction), pct(a.near_fraction)
+    fed = a.fed_by or ""
+    if a.input_layer:
+        fed = f"{fed} (input layer)" if fed else "input layer"
+    return [
+        a.site,
+        a.function,
+        a.dtype,
+        str(a.units),
+        zero,
+        near,
+        f"{a.dead_units}/{a.units}" if a.family == "rectifier" else "",
+        num(a.mean),
+        num(a.std),
+        f"[{num(a.min)}, {num(a.max)}]",
+        fed,
+    ]
+
+
+def gradient_row(g: GradientStats) -> list[str]:
+    """One row of the per-parameter table (see ``GRADIENT_COLUMNS``)."""
+    return [
+        g.name,
+        "x".join(str(d) for d in g.shape) or "scalar",
+        num(g.grad_norm),
+        num(g.weight_norm),
+        num(g.ratio),
+        pct(g.zero_fraction) if g.used else "unused",
+        "input layer" if g.input_layer else "",
+    ]
+
+
+def measured_line(report: Report) -> str:
+    """``Measured 16 batches (64 samples) on cpu (float32), train mode, in 0.52 s. ...``"""
+    m = report.measurements
+    seconds = report.meta.get("seconds")
+    return (
+        f"Measured {plural(m.batches, 'batch', 'batches')} ({plural(m.samples, 'sample')}) "
+        f"on {m.device} ({m.dtype}), {'train' if m.training else 'eval'} mode"
+        + (f", in {seconds:.2f} s" if isinstance(seconds, (int, float)) else "")
+        + f". scalecheck {report.meta.get('scalecheck', '?')}, "
+        f"torch {report.meta.get('torch', '?')}."
+    )
