@@ -367,7 +367,13 @@ class BatchAdapter:
             or _numeric_list(value)
             or (isinstance(value, numbers.Number) and not isinstance(value, bool))
         ):
-            arr = np.asarray(value)
+            try:
+                arr = np.asarray(value)
+            except ValueError as exc:
+                raise BatchError(
+                    f"batch {index}: {where} is {describe(value)}, a nested list that is not "
+                    f"rectangular ({exc}). Convert it to a tensor in prepare=."
+                ) from exc
             if arr.dtype.kind not in "biufc":
                 raise BatchError(
                     f"batch {index}: {where} is {describe(value)} with dtype {arr.dtype}; "
@@ -390,11 +396,13 @@ def _leaf(value: Any) -> bool:
     return isinstance(value, (Tensor, np.ndarray))
 
 
-def _numeric_list(value: Any) -> bool:
-    """A (nested) list of plain numbers, such as ``[[1.0, 2.0], [3.0, 4.0]]``."""
-    if not isinstance(value, (list, tuple)) or not value:
+def _numeric_list(value: Any, depth: int = 0) -> bool:
+    """A (nested) list of plain numbers only, such as ``[[1.0, 2.0], [3.0, 4.0]]``."""
+    if not isinstance(value, (list, tuple)) or not value or depth > 8:
         return False
-    first = value[0]
-    if isinstance(first, (list, tuple)):
-        return _numeric_list(first)
-    return isinstance(first, numbers.Number) and not isinstance(first, bool)
+    return all(
+        _numeric_list(v, depth + 1)
+        if isinstance(v, (list, tuple))
+        else isinstance(v, numbers.Number) and not isinstance(v, bool)
+        for v in value
+    )

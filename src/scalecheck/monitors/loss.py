@@ -9,6 +9,7 @@ model output / targets                            loss
 output carries ``.loss`` (Hugging Face style)     the model's own loss
 no targets                                        surrogate ``0.5 * mean(output^2)``
 float targets, as many values as the prediction   mean squared error
+integer labels, one output per sample             binary cross-entropy with logits
 integer class targets ``[N, ...]``, output        cross-entropy (class dimension 1)
 ``[N, C, ...]``
 integer targets, as many values as the prediction mean squared error on float targets
@@ -153,9 +154,20 @@ class LossMonitor:
                     f"shape {tuple(pred.shape)}"
                 )
             return
+        integer = not targets.is_floating_point() and not targets.is_complex()
         if (
-            not targets.is_floating_point()
-            and not targets.is_complex()
+            integer
+            and targets.numel() == pred.numel()
+            and (pred.dim() == 1 or (pred.dim() == 2 and pred.shape[1] == 1))
+        ):
+            self.kind = "bce"
+            self._baseline_kind = "bce"
+            self.description = (
+                "binary cross-entropy with logits (inferred: integer labels, one output per sample)"
+            )
+            return
+        if (
+            integer
             and targets.dtype != torch.bool
             and pred.dim() >= 2
             and tuple(targets.shape) == (pred.shape[0], *pred.shape[2:])
@@ -211,13 +223,15 @@ class LossMonitor:
                 raise LossError(
                     f"batch {batch_index}: the model returned {describe(output)} with no tensor."
                 )
-            if self.kind == "surrogate":
-                loss = 0.5 * pred.float().square().mean()
-            elif self.kind == "mse":
-                t = targets.reshape(pred.shape).to(pred.dtype)
-                loss = F.mse_loss(pred, t)
-            else:
-                loss = F.cross_entropy(pred, targets.long())
+            try:
+                loss = self._inferred(pred, targets)
+            except Exception as exc:
+                raise LossError(
+                    f"batch {batch_index}: the inferred loss ({self.description.split(' (')[0]}) "
+                    f"failed on output {_shape(pred)} and targets {_shape(targets)}: "
+                    f"{type(exc).__name__}: {exc}. Pass loss_fn= to diagnose() to say how "
+                    "the loss is computed."
+                ) from exc
         if not isinstance(loss, Tensor):
             raise LossError(
                 f"batch {batch_index}: the loss is {describe(loss)}; it must be a scalar tensor."
@@ -234,6 +248,16 @@ class LossMonitor:
                 "under torch.no_grad() or from detached outputs?"
             )
         return loss
+
+    def _inferred(self, pred: Tensor, targets: Any) -> Tensor:
+        if self.kind == "surrogate":
+            return 0.5 * pred.float().square().mean()
+        if self.kind == "mse":
+            return F.mse_loss(pred, targets.reshape(pred.shape).to(pred.dtype))
+        if self.kind == "bce":
+            t = targets.reshape(pred.shape).to(pred.dtype)
+            return F.binary_cross_entropy_with_logits(pred, t)
+        return F.cross_entropy(pred, targets.long())
 
     # -- streaming what the baseline needs ---------------------------------------------------
     def _track(self, pred: Tensor | None, targets: Any) -> None:

@@ -39,7 +39,9 @@ class ModuleTracker:
             self.module_types[name or ROOT] = type(module).__name__
             if not name:
                 continue  # the root is entered explicitly by the session
-            pre = module.register_forward_pre_hook(self._make_pre(name))
+            # prepend: the module is "entered" before the user's own pre-hooks run, so an
+            # error raised by one of them is reported in the right module
+            pre = module.register_forward_pre_hook(self._make_pre(name), prepend=True)
             stack.callback(pre.remove)
             post = module.register_forward_hook(self._post, always_call=True)
             stack.callback(post.remove)
