@@ -3,8 +3,13 @@
 Example:
     >>> num(200000.0), num(0.0527), num(255), num(1.0e-9), num(None)
     ('2.0e5', '0.0527', '255', '1.0e-9', 'n/a')
-    >>> pct(0.9991), pct(1.0), pct(0.0), pct(0.00004)
-    ('99.9%', '100%', '0%', '<0.01%')
+    >>> pct(0.9991), pct(1.0), pct(0.0), pct(0.00004), pct(0.99999)
+    ('99.9%', '100%', '0%', '<0.01%', '>99.99%')
+    >>> pct(0.99996)
+    '>99.99%'
+    >>> pct(0.9996)
+    '99.9%'
+
 """
 
 from __future__ import annotations
@@ -45,8 +50,10 @@ def pct(fraction: float | None) -> str:
         return "<0.01%"
     if p > 99.99:
         return ">99.99%"
-    if p < 1 or p > 99:
-        return f"{p:.2f}%".replace(".00%", "%") if p < 1 else f"{p:.1f}%"
+    if p < 1:
+        return f"{p:.2f}%"
+    if p > 99:
+        return f"{math.floor(p * 10) / 10:.1f}%"  # never rounds up to a misleading 100%
     return f"{p:.0f}%"
 
 

@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "ActivationStats",
@@ -267,6 +267,14 @@ class Measurements:
     dtype: str
     training: bool
     notes: tuple[str, ...] = ()
+    module_types: dict[str, str] = field(default_factory=dict)
+
+    def label(self, module: str | None) -> str:
+        """A module path with its type, for messages: ``x_to_hidden (Linear)``."""
+        if not module:
+            return "?"
+        kind = self.module_types.get(module)
+        return f"{module} ({kind})" if kind else module
 
     @property
     def features(self) -> tuple[FeatureStats, ...]:

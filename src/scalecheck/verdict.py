@@ -66,13 +66,19 @@ def decide(
 
 
 def _scale_phrase(scale: Sequence[Finding]) -> str:
-    where = sorted({f.where for f in scale if f.where})
+    names: list[str] = []
     kappa = None
     for f in scale:
+        for feature in f.evidence.get("features", ()) or ():
+            name = feature.get("name") if isinstance(feature, dict) else None
+            if name and name not in names:
+                names.append(name)
+        if not f.evidence.get("features") and f.where and f.where not in names:
+            names.append(f.where)
         k = f.evidence.get("kappa")
         if isinstance(k, (int, float)):
             kappa = k if kappa is None else max(kappa, k)
-    listed = ", ".join(where[:3]) + (" ..." if len(where) > 3 else "")
+    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     text = f"The input is badly scaled ({listed}"
     if kappa is not None:
         text += f"; condition number {num(kappa)}"

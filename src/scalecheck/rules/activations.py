@@ -40,10 +40,11 @@ def _where(site: ActivationStats) -> str:
     return site.site
 
 
-def _scale_hint(site: ActivationStats) -> str:
+def _scale_hint(site: ActivationStats, ctx: Context) -> str:
     if site.input_layer:
         return (
-            f" It is fed by {site.fed_by}, the layer that receives the model's input: the "
+            f" It is fed by {ctx.measurements.label(site.fed_by)}, the layer that receives "
+            "the model's input: the "
             "input's scale is driving these pre-activations."
         )
     return ""
@@ -124,7 +125,7 @@ def saturated_nonlinearity(ctx: Context) -> Iterator[Finding]:
                 f"{pct(exact)} of the pre-activations of {site.function} at {site.site} lie "
                 f"where its derivative is exactly 0 in {site.dtype} ({bounds}); they range "
                 f"over [{num(site.min)}, {num(site.max)}] with std {num(site.std)}."
-                + _scale_hint(site),
+                + _scale_hint(site, ctx),
                 where=_where(site),
                 severity=Severity.ERROR if site.input_layer else Severity.WARNING,
                 category="blocked" if site.input_layer else "other",
@@ -136,7 +137,7 @@ def saturated_nonlinearity(ctx: Context) -> Iterator[Finding]:
                 f"{pct(near)} of the pre-activations of {site.function} at {site.site} lie in "
                 f"its near-saturated band (derivative below 1% of its peak; "
                 f"|z| beyond {num(site.near_hi)}), {pct(exact)} where it is exactly 0."
-                + _scale_hint(site),
+                + _scale_hint(site, ctx),
                 where=_where(site),
                 severity=Severity.WARNING if site.input_layer else Severity.INFO,
                 category="other",
@@ -181,7 +182,7 @@ def dead_relu_units(ctx: Context) -> Iterator[Finding]:
         yield dead_relu_units.finding(
             f"{site.dead_units} of {site.units} {site.function} units at {site.site} are "
             f"inactive (zero derivative) on all {num(site.count // max(site.units, 1))} "
-            "measured samples." + _scale_hint(site),
+            "measured samples." + _scale_hint(site, ctx),
             where=_where(site),
             severity=Severity.WARNING,
             evidence={

@@ -67,7 +67,8 @@ def zero_gradient_at_input_layer(ctx: Context) -> Iterator[Finding]:
     if frac <= ZERO.value:
         return
     yield zero_gradient_at_input_layer.finding(
-        f"{pct(frac)} of the gradient entries of the input layer {module} "
+        f"{pct(frac)} of the gradient entries of the input layer "
+        f"{ctx.measurements.label(module)} "
         f"({', '.join(names)}) are exactly zero over the measured batches: those weights "
         "cannot learn at any learning rate.",
         where=module,
@@ -116,7 +117,8 @@ def vanishing_gradient_at_input_layer(ctx: Context) -> Iterator[Finding]:
     if rms >= ADAM_EPS.value:
         return
     yield vanishing_gradient_at_input_layer.finding(
-        f"The input layer {module}'s weight gradient has an RMS entry of {num(rms)}, below "
+        f"The weight gradient of the input layer {ctx.measurements.label(module)} has an RMS "
+        f"entry of {num(rms)}, below "
         f"Adam's epsilon {num(ADAM_EPS.value)}: its updates are vanishingly small.",
         where=module,
         evidence={"grad_rms": rms, "parameters": names},

@@ -164,6 +164,7 @@ def run_session(
                 dtype=str(float_dtype).replace("torch.", "") if float_dtype else "none",
                 training=model.training,
                 notes=tuple(notes),
+                module_types=dict(tracker.module_types),
             )
     finally:
         _close(iterator, loader)
