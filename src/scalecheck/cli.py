@@ -1,7 +1,8 @@
 """The ``scalecheck`` command.
 
 - ``scalecheck demo``: the reference case, diagnosed, fixed, and trained both ways.
-- ``scalecheck check MODULE:FACTORY``: diagnose the model and loader a factory returns.
+- ``scalecheck check MODULE:FACTORY``: diagnose the model and loader a factory returns
+  (``pkg.module:factory`` or ``path/to/file.py:factory``), as text, JSON or HTML.
 - ``scalecheck rules``: the table of rules.
 - ``scalecheck explain SC101``: one rule's documentation.
 
@@ -14,6 +15,7 @@ import argparse
 import copy
 import importlib
 import importlib.util
+import os
 import sys
 import textwrap
 import time
@@ -41,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=2500, help="training steps per arm")
     demo.add_argument("--activation", choices=("tanh", "sigmoid", "relu"), default="tanh")
     demo.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
+    _trial_arguments(demo)
 
     check = sub.add_parser("check", help="diagnose a model and loader from a factory")
     check.add_argument(
@@ -50,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--max-batches", type=int, default=16)
     check.add_argument("--seed", type=int, default=0)
-    check.add_argument("--no-trial", action="store_true", help="skip the A/B training trial")
+    _trial_arguments(check)
     check.add_argument("--ignore", action="append", default=[], help="rule code/prefix/name")
     check.add_argument("--format", choices=("text", "json", "html"), default="text")
     check.add_argument("--output", type=Path, help="write the report here instead of stdout")
@@ -65,6 +68,27 @@ def _parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="show a rule's documentation")
     explain.add_argument("rule", help="code (SC101) or name (unscaled-input-feature)")
     return p
+
+
+def _trial_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-trial", action="store_true", help="skip the A/B training trial")
+    parser.add_argument(
+        "--trial-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="optimizer steps per arm of the trial (default: 200, within a 5 s budget)",
+    )
+
+
+def _trial(args: argparse.Namespace) -> Any:
+    from .trial import TrialOptions
+
+    if args.no_trial:
+        return False
+    if args.trial_steps is None:
+        return True
+    return TrialOptions(steps=args.trial_steps)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,11 +126,11 @@ def _demo(args: argparse.Namespace) -> int:
     )
     model = ref.make_model(args.activation, seed=0)
     raw_loader = ref.make_loader(seed=0)
-    report = diagnose(model, raw_loader)
+    report = diagnose(model, raw_loader, trial=_trial(args))
     print(report)
     print()
     fixed = torch.nn.Sequential(report.standardizer(), copy.deepcopy(model))
-    after = diagnose(fixed, raw_loader)
+    after = diagnose(fixed, raw_loader, trial=_trial(args))
     print("-" * 80)
     print("After the fix, model = nn.Sequential(report.standardizer(), model):")
     print(f"  verdict: {after.verdict.value}: {after.summary}")
@@ -148,6 +172,7 @@ def _load_factory(target: str) -> Any:
             path = Path(module_part)
             if not path.is_file():
                 raise _UsageError(f"no such file: {path}")
+            _on_path(str(path.resolve().parent))  # as `python path/to/file.py` would
             spec = importlib.util.spec_from_file_location(path.stem, path)
             if spec is None or spec.loader is None:
                 raise _UsageError(f"cannot import {path}")
@@ -155,6 +180,7 @@ def _load_factory(target: str) -> Any:
             sys.modules.setdefault(path.stem, module)
             spec.loader.exec_module(module)
         else:
+            _on_path(os.getcwd())  # as `python -m` would; the console script does not
             module = importlib.import_module(module_part)
     except _UsageError:
         raise
@@ -164,6 +190,11 @@ def _load_factory(target: str) -> Any:
     if factory is None:
         raise _UsageError(f"{module_part!r} has no attribute {attr!r}.")
     return factory
+
+
+def _on_path(directory: str) -> None:
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
 
 
 class _UsageError(Exception):
@@ -205,17 +236,20 @@ def _check(args: argparse.Namespace) -> int:
         max_batches=args.max_batches,
         seed=args.seed,
         ignore=args.ignore,
-        trial=not args.no_trial,
+        trial=_trial(args),
     )
     if args.format == "json":
         text = report.to_json()
     elif args.format == "html":
-        html = getattr(report, "_repr_html_", None)
-        text = html() if callable(html) else "<pre>" + str(report) + "</pre>"
+        text = report.to_html(standalone=True)  # _repr_html_ in a complete document
     else:
         text = str(report)
     if args.output is not None:
-        args.output.write_text(text + "\n", encoding="utf-8")
+        try:
+            args.output.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"scalecheck: error: cannot write --output {args.output}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     else:
         print(text)
     if args.fail_on == "never":
