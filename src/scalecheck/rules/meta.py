@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from .._format import plural
 from ..findings import Finding, Fix, Severity
 from ._registry import Context, Threshold, rule
 
@@ -63,9 +64,44 @@ def few_samples_measured(ctx: Context) -> Iterator[Finding]:
     if n >= FEW.value:
         return
     yield few_samples_measured.finding(
-        f"Only {n} samples were measured ({ctx.measurements.batches} batches); statistics "
-        "and the fitted standardizer are noisy.",
+        f"Only {n} samples were measured "
+        f"({plural(ctx.measurements.batches, 'batch', 'batches')}); statistics and the fitted "
+        "standardizer are noisy.",
         where="loader",
         evidence={"samples": n, "batches": ctx.measurements.batches},
         fix=Fix(summary="Pass a larger max_batches= to diagnose()."),
+    )
+
+
+@rule("SC003", "no-numeric-features", Severity.INFO, "meta")
+def no_numeric_features(ctx: Context) -> Iterator[Finding]:
+    """The model receives no numeric features, so input scale cannot be the problem.
+
+    What it does:
+        Fires when every input is categorical (integer ids fed to an embedding) or ignored
+        (masks, integer tensors never turned into numbers).
+
+    Why it matters:
+        Scale applies to numeric features. A language model fed token ids has nothing to
+        standardize; the verdict is then ``ok`` and the other findings (activations,
+        gradients, loss) still apply.
+
+    Example:
+        A transformer called with ``input_ids`` and ``attention_mask``.
+
+    Fix:
+        None needed.
+
+    Known problems:
+        An integer feature the model converts to float in a way the tracer does not see
+        (a custom kernel) is treated as ids.
+    """
+    inputs = ctx.measurements.inputs
+    if not inputs or any(i.kind == "feature" for i in inputs):
+        return
+    listed = ", ".join(f"{i.name} ({i.kind})" for i in inputs)
+    yield no_numeric_features.finding(
+        f"The model receives no numeric features ({listed}); input scale cannot stall it.",
+        where="inputs",
+        evidence={"inputs": {i.name: i.kind for i in inputs}},
     )
