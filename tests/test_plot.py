@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import io
 import math
 import subprocess
@@ -44,11 +43,6 @@ def legend_labels(ax) -> list[str]:
     legend = ax.get_legend()
     assert legend is not None
     return [t.get_text() for t in legend.get_texts()]
-
-
-def test_module_doctest():
-    result = doctest.testmod(_plot)
-    assert result.attempted >= 3 and result.failed == 0
 
 
 def test_inputs(report):

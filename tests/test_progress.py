@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import io
 
 import pytest
@@ -30,11 +29,6 @@ class TTY(io.StringIO):
 def frames(text: str) -> list[str]:
     """The lines drawn, in order (each draw starts with a carriage return)."""
     return [f for f in text.split("\r") if f.strip()]
-
-
-def test_module_doctest():
-    result = doctest.testmod(_progress)
-    assert result.attempted >= 3 and result.failed == 0
 
 
 def test_render_with_and_without_a_total():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import doctest
 import re
 from html.parser import HTMLParser
 
@@ -14,7 +13,7 @@ import torch
 import scalecheck
 from _reports import SCRIPT, reference_report, scripted_report, standardized_report
 from scalecheck import Report, Severity
-from scalecheck.report import _common, _html, _markdown
+from scalecheck.report import _common, _markdown
 
 VOID = {"meta", "br", "hr", "img", "input", "link", "col", "wbr"}
 
@@ -71,12 +70,6 @@ def report() -> Report:
 @pytest.fixture(scope="module")
 def page(report) -> Parsed:
     return Parsed(report._repr_html_())
-
-
-def test_module_doctests():
-    for module in (_html, _markdown, _common):
-        result = doctest.testmod(module)
-        assert result.attempted >= 1 and result.failed == 0, module.__name__
 
 
 def test_verdict_comes_first(report, page):
