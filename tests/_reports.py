@@ -59,3 +59,11 @@ def scripted_report() -> scalecheck.Report:
     x = torch.rand(32, 1, generator=gen) * 2e5
     y = torch.rand(32, 1, generator=gen)
     return scalecheck.diagnose(Scripted(), [(x, y)], trial=False, strict=True)
+
+
+@functools.cache
+def fixed_report() -> scalecheck.Report:
+    """The raw reference case with the fix in the model: ``Sequential(standardizer, model)``.
+    The first layer receives standardized values (SC106, ``ok``)."""
+    model = nn.Sequential(reference_report().standardizer(), ref.make_model(seed=0))
+    return scalecheck.diagnose(model, ref.make_loader(), trial=False, strict=True)

@@ -12,11 +12,18 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pytest
+import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle, StepPatch
 
 import scalecheck
-from _reports import SCRIPT, reference_report, scripted_report, standardized_report
+from _reports import (
+    SCRIPT,
+    fixed_report,
+    reference_report,
+    scripted_report,
+    standardized_report,
+)
 from scalecheck import Report
 from scalecheck.report import _plot
 
@@ -64,6 +71,34 @@ def test_inputs(report):
     assert "κ 5.0e10" in [t.get_text() for t in ax.texts]
     lo, hi = ax.get_xlim()
     assert lo < -1 and hi > feature.max
+
+
+def test_inputs_rescaled_by_the_model_show_raw_and_received():
+    report = fixed_report()
+    inp = report.inputs[0]
+    assert inp.seen_by_layer and report.verdict is scalecheck.Verdict.OK
+    ax = report.plot("inputs").axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]  # bottom to top
+    assert labels == [f"input[0] at {inp.consumer}", "input[0] (raw)"]
+    boxes = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_gid() is None]
+    seen = inp.seen_by_layer[0]
+    assert any(
+        xspan(b) == pytest.approx((seen.mean - seen.std, seen.mean + seen.std)) for b in boxes
+    )
+
+
+def test_many_features_are_cut_to_the_worst_conditioned():
+    gen = torch.Generator().manual_seed(0)
+    scales = torch.logspace(-3, 4, 50)
+    x = torch.randn(64, 50, generator=gen) * scales
+    model = torch.nn.Sequential(torch.nn.Linear(50, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    report = scalecheck.diagnose(model, [(x, torch.randn(64, 1, generator=gen))], trial=False)
+    ax = report.plot("inputs").axes[0]
+    assert ax.get_title().endswith(f"({_plot.MAX_ROWS} of 50, highest κ first)")
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == _plot.MAX_ROWS
+    assert labels[-1] == "input[49]"  # std 1e4: the worst, on top
+    assert "input[20]" not in labels  # std ~ 1: well scaled, left out
 
 
 def test_activations_mark_the_saturation_bands(report):

@@ -45,7 +45,7 @@ from ..findings import Verdict
 from ._common import headline
 
 if TYPE_CHECKING:
-    from ..measurements import ActivationStats
+    from ..measurements import ActivationStats, FeatureStats
     from ._report import Report
 
 __all__ = ["KINDS", "plot_report"]
@@ -155,18 +155,44 @@ def _finite(x: float | None) -> bool:
 
 
 # -- inputs --------------------------------------------------------------------------------
+def _input_rows(report: Report) -> list[tuple[str, FeatureStats]]:
+    """``(label, stats)`` per feature, worst-conditioned first. When the model rescales an
+    input before its first layer, each feature shows twice: raw, and as that layer
+    receives it (what the rules judge)."""
+    groups: list[tuple[float, list[tuple[str, FeatureStats]]]] = []
+    for inp in report.inputs:
+        if inp.kind != "feature":
+            continue
+        seen = inp.seen_by_layer
+        paired = len(seen) == len(inp.features)
+        for i, f in enumerate(inp.features):
+            judged = seen[i] if paired else f
+            if not seen:
+                group = [(f.name, f)]
+            elif paired:
+                group = [(f"{f.name} (raw)", f), (f"{f.name} at {inp.consumer}", judged)]
+            else:
+                group = [(f"{f.name} (raw)", f)]
+            groups.append((judged.kappa or 0.0, group))
+        if seen and not paired:  # the model reshaped the input: its own list
+            groups += [(s.kappa or 0.0, [(f"{s.name} at {inp.consumer}", s)]) for s in seen]
+    groups.sort(key=lambda g: -g[0])
+    return [
+        (label, f) for _, group in groups for label, f in group if _finite(f.min) and _finite(f.max)
+    ]
+
+
 def _draw_inputs(report: Report, ax: Any) -> None:
     from matplotlib.patches import Patch
 
     title = "Input features: range (line), mean ± std (box)"
-    feats = [f for f in report.measurements.features if _finite(f.min) and _finite(f.max)]
-    if not feats:
+    rows = _input_rows(report)
+    if not rows:
         _empty(ax, title, "No feature inputs were measured.")
         return
-    ranked = sorted(feats, key=lambda f: -(f.kappa if f.kappa is not None else 0.0))
-    shown = ranked[:MAX_ROWS]
+    shown = rows[:MAX_ROWS]
     n = len(shown)
-    for i, f in enumerate(shown):
+    for i, (_, f) in enumerate(shown):
         y = n - 1 - i  # the worst-conditioned feature on top
         ax.hlines(y, f.min, f.max, color=_GREY, linewidth=2)
         if _finite(f.mean) and _finite(f.std):
@@ -183,14 +209,16 @@ def _draw_inputs(report: Report, ax: Any) -> None:
             fontsize=8,
         )
     ax.set_xscale("symlog", linthresh=1.0)
-    lo = min(min(f.min for f in shown) * 3 if min(f.min for f in shown) < 0 else -3.0, -3.0)
-    hi = max(max(f.max for f in shown) * 3 if max(f.max for f in shown) > 0 else 3.0, 3.0)
+    lowest = min(f.min for _, f in shown)
+    highest = max(f.max for _, f in shown)
+    lo = min(lowest * 3 if lowest < 0 else -3.0, -3.0)
+    hi = max(highest * 3 if highest > 0 else 3.0, 3.0)
     ax.set_xlim(lo, hi)
     ax.axvspan(-1.0, 1.0, color=_GREEN, alpha=0.18, zorder=0, gid="unit-band")
-    ax.set_yticks(range(n), [f.name for f in reversed(shown)])
+    ax.set_yticks(range(n), [label for label, _ in reversed(shown)])
     ax.set_ylim(-0.7, n - 0.3)
     ax.set_xlabel("value (symmetric log scale, linear inside [-1, 1])")
-    more = f" ({n} of {len(feats)}, highest κ first)" if len(feats) > n else ""
+    more = f" ({n} of {len(rows)}, highest κ first)" if len(rows) > n else ""
     ax.set_title(title + more, pad=20)
     ax.legend(
         handles=[
