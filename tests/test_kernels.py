@@ -123,9 +123,38 @@ def test_kappa_of_the_reference_input_matches_the_closed_form():
 def test_kappa_with_several_features_matches_numpy():
     rng = np.random.default_rng(0)
     x = np.column_stack([rng.normal(50, 10, 500), rng.normal(0, 1e-2, 500), rng.normal(0, 1, 500)])
-    raw, standardized = kappa_from_gram(batch_gram(torch.from_numpy(x), torch.from_numpy(x.mean(0))))
+    xt = torch.from_numpy(x)
+    raw, standardized = kappa_from_gram(batch_gram(xt, xt.mean(0)))
     aug = np.column_stack([x, np.ones(len(x))])
     assert raw == pytest.approx(np.linalg.cond(aug.T @ aug / len(x)), rel=1e-6)
     z = (x - x.mean(0)) / x.std(0)
     augz = np.column_stack([z, np.ones(len(x))])
     assert standardized == pytest.approx(np.linalg.cond(augz.T @ augz / len(x)), rel=1e-6)
+
+
+@given(st.integers(0, 2**16), st.sampled_from([0.0, 1.0, 1e4, -3e5]),
+       st.sampled_from([1e-3, 1.0, 50.0]))
+def test_float32_inputs_are_reduced_accurately(seed, offset, scale):
+    rng = np.random.default_rng(seed)
+    x = (offset + scale * rng.standard_normal((500, 2))).astype(np.float32)
+    ref = x.astype(np.float64)
+    shift = torch.from_numpy(ref[:50].mean(0))  # as the input monitor does: an early mean
+    m = masked_moments(torch.from_numpy(x), (0,), shift=shift)
+    np.testing.assert_allclose(m.mean.numpy(), ref.mean(0), rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(np.sqrt(variance(m).numpy()), ref.std(0), rtol=1e-4)
+    np.testing.assert_array_equal(m.min.numpy(), ref.min(0))
+    np.testing.assert_array_equal(m.max.numpy(), ref.max(0))
+
+
+def test_zeros_are_counted_around_a_shift():
+    x = torch.tensor([[0.0], [0.0], [5.0], [float("nan")]])
+    assert masked_moments(x, (0,), shift=torch.tensor([4.0])).zeros.tolist() == [2.0]
+    assert masked_moments(x, (0,)).zeros.tolist() == [2.0]
+
+
+def test_padding_mask_leaves_positions_out():
+    x = torch.tensor([[[1.0], [2.0], [float("nan")]], [[3.0], [100.0], [100.0]]])
+    valid = torch.tensor([[True, True, False], [True, False, False]]).unsqueeze(-1)
+    m = masked_moments(x, (0, 1), valid)
+    assert m.n.tolist() == [3.0] and m.nonfinite.tolist() == [0.0]
+    assert m.mean.tolist() == [2.0] and m.max.tolist() == [3.0]

@@ -8,11 +8,11 @@ several batches, several processes or several machines combine into the answer o
 over all the data would give (Chan, Golub & LeVeque 1979, "Updating formulae and a pairwise
 algorithm for computing sample variances").
 
-Precision (see ../shared/PERF_NOTES.md): per-batch reductions run in float64 for inputs and
-targets (small tensors, exactness matters: the fix is built from them) and in float32 for
-activations (large tensors); the running state is always float64. Means are computed with a
-second pass around the batch mean, never as ``E[x^2] - E[x]^2``, which returns 0 for data with
-mean 1e4 and std 1 in float32.
+Precision (see ../shared/PERF_NOTES.md): per-batch reductions run in at least float32
+(float64 for float64 and wide integer inputs), around a per-feature shift close to the data;
+the running state is always float64. Variances are computed with a second pass around the
+batch mean, never as ``E[x^2] - E[x]^2``, which returns 0 for data with mean 1e4 and std 1
+in float32.
 
 Example:
     >>> import torch
@@ -82,8 +82,31 @@ def empty_moments(features: int, device: torch.device | str = "cpu") -> Moments:
     )
 
 
-def masked_moments(x: Tensor, dims: tuple[int, ...], valid: Tensor | None = None) -> Moments:
-    """Exact float64 moments of *x* reduced over *dims*, ignoring (and counting) NaN/inf.
+#: Dtypes whose values float32 holds exactly: per-batch reductions for them run in float32
+#: (fast), the rest (float64, int32, int64) in float64. Running state is always float64.
+_EXACT_IN_F32 = {
+    torch.float32,
+    torch.float16,
+    torch.bfloat16,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.bool,
+}
+
+
+def masked_moments(
+    x: Tensor,
+    dims: tuple[int, ...],
+    valid: Tensor | None = None,
+    shift: Tensor | None = None,
+) -> Moments:
+    """Moments of *x* reduced over *dims*, ignoring (and counting) NaN and inf.
+
+    Per-batch reductions run in float32 for dtypes float32 holds exactly (float32, float16,
+    bfloat16, small integers) and in float64 otherwise; the variance is always computed
+    around the batch mean (two passes), never as ``E[x^2] - E[x]^2``. Masks are arithmetic
+    (0/1 weights) rather than boolean reductions, which are several times slower on CPU.
 
     Args:
         x: any real tensor (integer, bool, float of any width).
@@ -91,25 +114,55 @@ def masked_moments(x: Tensor, dims: tuple[int, ...], valid: Tensor | None = None
             one) indexes the features.
         valid: optional boolean mask broadcastable to *x*; positions where it is False
             (padding) are left out of every statistic, non-finite counts included.
+        shift: optional per-feature value close to the data (``[F]``, e.g. an earlier
+            batch's mean), subtracted before reducing. Float32 sums of data with a large
+            offset lose precision in proportion to the offset; around a shift they do not.
 
     Returns:
-        The batch's :class:`Moments`, shape ``[F]``.
+        The batch's :class:`Moments`, shape ``[F]`` (float64).
     """
-    x = x.detach().to(_F64)
-    present = torch.isfinite(x)
-    finite = present if valid is None else present & valid
-    n = finite.sum(dims, dtype=_F64)
-    values = torch.where(finite, x, 0.0)
-    safe_n = torch.where(n > 0, n, 1.0)
-    mean = values.sum(dims, dtype=_F64) / safe_n
-    centred = torch.where(finite, x - _keep(mean, x, dims), 0.0)
-    m2 = (centred * centred).sum(dims)
-    lo = torch.where(finite, x, float("inf")).amin(dims)
-    hi = torch.where(finite, x, float("-inf")).amax(dims)
-    missing = ~present if valid is None else ~present & valid
-    nonfinite = missing.expand_as(x).sum(dims, dtype=_F64)
-    zeros = ((x == 0) & finite).sum(dims, dtype=_F64)
-    return Moments(n, mean, m2, lo, hi, nonfinite, zeros)
+    work = torch.float32 if x.dtype in _EXACT_IN_F32 else _F64
+    x = x.detach().to(work)
+    # 1 where finite, 0 where NaN or +-inf: x - x is NaN exactly for non-finite x
+    w = (x - x).add_(1.0).nan_to_num_(0.0)
+    if valid is not None:
+        w = w * valid.to(work)
+    present = w > 0
+    lo = torch.where(present, x, float("inf")).amin(dims)
+    hi = torch.where(present, x, float("-inf")).amax(dims)
+    if shift is not None:
+        # x - shift is exact in float32 wherever x lies within a factor 2 of the shift
+        # (Sterbenz), and small everywhere near it, so the sums below stay accurate
+        x = x - _keep(shift.to(work), x, dims)
+    xs = x.nan_to_num(0.0, 0.0, 0.0)
+    if valid is not None:
+        xs = xs * w
+    n = w.sum(dims)
+    mean = xs.sum(dims) / n.clamp_min(1.0)
+    centred = (xs - _keep(mean, x, dims)).mul_(w)
+    m2 = centred.square_().sum(dims)
+    zeros = (w - xs.abs().sign_()).sum(dims)
+    if valid is None:
+        total = torch.full_like(n, float(x.numel() // max(1, _numel_kept(x, dims))))
+    else:
+        total = valid.to(work).expand_as(x).sum(dims)
+    back = shift.to(work).to(_F64) if shift is not None else 0.0
+    return Moments(
+        n=n.to(_F64),
+        mean=mean.to(_F64) + back,
+        m2=m2.to(_F64),
+        min=lo.to(_F64),
+        max=hi.to(_F64),
+        nonfinite=(total - n).to(_F64),
+        zeros=zeros.to(_F64) if shift is None else _zeros(x, w, back, dims),
+    )
+
+
+def _zeros(shifted: Tensor, w: Tensor, shift: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Count of original values equal to zero, from shifted values."""
+    target = (-shift).to(shifted.dtype)
+    hit = (shifted - _keep(target, shifted, dims)).nan_to_num_(1.0).abs_().sign_()
+    return (w - hit * w).sum(dims).to(_F64)
 
 
 def fast_moments(x: Tensor, dims: tuple[int, ...], weight: Tensor | None = None) -> Moments:
@@ -135,7 +188,7 @@ def fast_moments(x: Tensor, dims: tuple[int, ...], weight: Tensor | None = None)
         centred = x - _keep(mean, x, dims)
         m2 = centred.square_().sum(dims)
         n = torch.full_like(mean, float(count), dtype=_F64)
-        lo, hi = x.amin(dims), x.amax(dims)
+        lo, hi = torch.aminmax(x, dim=dims[0]) if len(dims) == 1 else (x.amin(dims), x.amax(dims))
     else:
         w = weight.to(x.dtype).expand_as(x)
         counts = w.sum(dims)

@@ -517,8 +517,13 @@ class ActivationMonitor:
                 dims = tuple(d for d in range(zd.dim()) if d != axis)
             site.moments = merge_moments(site.moments, fast_moments(zd_flat, dims, weight))
             if site.exact is not None and site.near is not None:
-                site.exact_count += _beyond(zd_flat, site.exact, dims, weight)
-                site.near_count += _beyond(zd_flat, site.near, dims, weight)
+                exact = _beyond(zd_flat, site.exact, dims, weight)
+                site.exact_count += exact
+                # piecewise-linear functions (relu, hardtanh) have one band: count it once
+                near = (
+                    exact if site.near == site.exact else _beyond(zd_flat, site.near, dims, weight)
+                )
+                site.near_count += near
             site.hist += self._histogram(site, zd, weight)
             site.calls += 1
 

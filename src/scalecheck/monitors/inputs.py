@@ -79,6 +79,7 @@ class _State:
         self.log_moments: Moments = empty_moments(f, device)
         self.gram_features = min(f, MAX_GRAM_FEATURES)
         self.gram: Gram | None = None
+        self.shift: Tensor | None = None
         self.samples = 0
 
 
@@ -153,7 +154,12 @@ class InputMonitor:
             and tuple(rows.shape[:2]) == tuple(valid.shape)
         ):
             mask = valid.reshape(*valid.shape, *([1] * (rows.dim() - 2)))
-        state.moments = merge_moments(state.moments, masked_moments(rows, dims, mask))
+        if state.shift is None:
+            first = masked_moments(rows.double(), dims, mask)  # exact, once
+            state.shift = torch.where(first.n > 0, first.mean, 0.0)
+        state.moments = merge_moments(
+            state.moments, masked_moments(rows, dims, mask, shift=state.shift)
+        )
         logx = torch.where(rows > 0, rows.double().clamp_min(1e-300).log(), math.nan)
         state.log_moments = merge_moments(state.log_moments, masked_moments(logx, dims, mask))
         g_rows = rows.movedim(plan.axis, -1) if plan.axis is not None else rows
