@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import scalecheck
+from _reports import _one_thread  # noqa: F401 (an autouse fixture)
 from scalecheck import Report
 from scalecheck.cli import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, main
 from scalecheck.rules import all_rules
@@ -238,6 +240,7 @@ def test_the_command_runs_as_a_process():
         text=True,
         timeout=300,
         cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == EXIT_FINDINGS, done.stderr
     assert json.loads(done.stdout)["verdict"] == "stalling"

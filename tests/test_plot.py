@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from matplotlib.patches import Rectangle, StepPatch
 import scalecheck
 from _reports import (
     SCRIPT,
+    _one_thread,  # noqa: F401 (an autouse fixture)
     fixed_report,
     reference_report,
     scripted_report,
@@ -243,5 +245,6 @@ def test_importing_scalecheck_imports_no_plotting_or_notebook_library(report):
         text=True,
         check=True,
         timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert out.stdout.strip() == "[]"

@@ -7,6 +7,7 @@ import io
 import pytest
 
 import scalecheck
+from _reports import _one_thread  # noqa: F401 (an autouse fixture)
 from scalecheck import _progress
 from scalecheck._progress import Progress, auto_enabled, expected_batches
 from scalecheck.reference import interpolation as ref

@@ -11,7 +11,13 @@ import pytest
 import torch
 
 import scalecheck
-from _reports import SCRIPT, reference_report, scripted_report, standardized_report
+from _reports import (
+    SCRIPT,
+    _one_thread,  # noqa: F401 (an autouse fixture)
+    reference_report,
+    scripted_report,
+    standardized_report,
+)
 from scalecheck import Report, Severity
 from scalecheck.report import _common, _markdown
 
