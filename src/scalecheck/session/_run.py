@@ -86,7 +86,7 @@ def run_session(
     def on_error(stage: str, exc: BaseException) -> None:
         if strict:
             raise exc
-        log.warning("scalecheck: internal error in %s: %r", stage, exc)
+        log.debug("internal error in %s: %r", stage, exc, exc_info=exc)
         internal.append((stage, exc))
 
     iterator: Iterator[Any] | None = None
@@ -154,10 +154,18 @@ def run_session(
             consumers = {k: (c.module, c.op) for k, c in structure.consumers.items()}
             normalized = dict(structure.normalized_by)
             measurements = Measurements(
-                inputs=inputs.results(consumers, normalized, structure.transformed_by),
-                layers=activations.results(),
-                gradients=gradients.results(),
-                loss=losses.results(),
+                inputs=_results(
+                    on_error,
+                    "input monitor",
+                    inputs.results,
+                    (),
+                    consumers,
+                    normalized,
+                    structure.transformed_by,
+                ),
+                layers=_results(on_error, "activation monitor", activations.results, ()),
+                gradients=_results(on_error, "gradient monitor", gradients.results, ()),
+                loss=_results(on_error, "loss monitor", losses.results, None),
                 batches=batches,
                 samples=samples,
                 device=str(device),
@@ -337,6 +345,23 @@ def _guard(
         raise
     except Exception as exc:
         on_error(stage, exc)
+
+
+def _results(
+    on_error: Callable[[str, BaseException], None],
+    stage: str,
+    fn: Callable[..., Any],
+    default: Any,
+    *args: Any,
+) -> Any:
+    """A monitor's frozen results, or *default* (and an SC001 finding) if it fails."""
+    try:
+        return fn(*args)
+    except ScaleCheckError:
+        raise
+    except Exception as exc:
+        on_error(stage, exc)
+        return default
 
 
 def _samples(call: ModelCall) -> int:
