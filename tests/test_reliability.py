@@ -139,7 +139,7 @@ def _loader_failing_at(loader, k, error):
 
 
 def _raise_in_rule(monkeypatch, error=ZeroDivisionError):
-    rule = _registry.REGISTRY["SC102"]
+    rule = _registry.get_rule("SC102")
 
     def broken(ctx):
         raise error("bug in a rule")
