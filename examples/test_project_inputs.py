@@ -95,7 +95,7 @@ def test_raw_features_would_be_caught():
 
 # deadline=None: diagnosing a model takes longer than hypothesis' default 200 ms deadline
 # the first time (lazy imports), which hypothesis would report as a flaky failure.
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None, max_examples=10)
 @given(scs.feature_matrices(scs.scalings(3), samples=64))
 def test_preprocessing_handles_any_input_range(x_raw):
     # Raw columns with any offset (0 or +-1e-3 .. 1e6) and scale (1e-3 .. 1e6):

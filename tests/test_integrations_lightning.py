@@ -23,7 +23,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:The 'train_dataloader' does not have many workers"),
 ]
 
-STEPS = 30
+STEPS = 8
 
 
 class Interpolation(pl.LightningModule):

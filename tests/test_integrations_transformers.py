@@ -8,8 +8,10 @@ fed by the Trainer's default collator with dict batches ``{"x": ..., "labels": .
 from __future__ import annotations
 
 import io
+import random
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,18 @@ import scalecheck
 from scalecheck.integrations.transformers import ScaleCheckCallback
 from scalecheck.reference import interpolation as ref
 
-STEPS = 20
+STEPS = 8
+
+
+@pytest.fixture(autouse=True)
+def _global_rng_restored():
+    """Trainer(...) calls transformers.set_seed(args.seed), which reseeds the global random,
+    numpy and torch generators; give the rest of the suite its states back."""
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    yield
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    torch.set_rng_state(states[2])
 
 
 class InterpolationConfig(PretrainedConfig):

@@ -17,13 +17,12 @@ USER_TESTS = """
     from scalecheck.reference import interpolation as ref
 
     def test_standardized(scalecheck):
-        report = scalecheck.check(
-            ref.make_model(seed=0), ref.make_loader(n=256, standardized=True), trial=False
-        )
+        loader = ref.make_loader(batch_size=16, n=64, standardized=True)
+        report = scalecheck.check(ref.make_model(seed=0), loader, trial=False)
         assert report.verdict.value == "ok"
 
     def test_raw(scalecheck):
-        scalecheck.check(ref.make_model(seed=0), ref.make_loader(n=256), trial=False)
+        scalecheck.check(ref.make_model(seed=0), ref.make_loader(16, n=64), trial=False)
 """
 
 #: Mean 0, std 100: kappa ~1e4, between scalecheck's warning (1e3) and error (1e6) levels;
@@ -67,7 +66,7 @@ def test_fixture_passes_standardized_and_fails_raw_with_the_report(pytester):
     ):
         assert part in out, part
     # __tracebackhide__: the traceback ends at the user's line, not inside scalecheck.
-    assert "scalecheck.check(ref.make_model(seed=0), ref.make_loader(n=256), trial=False)" in out
+    assert "scalecheck.check(ref.make_model(seed=0), ref.make_loader(16, n=64), trial=False)" in out
     assert "_scalecheck_pytestplugin.py" not in out
     assert "scalecheck/testing.py" not in out
 
@@ -193,17 +192,12 @@ def test_report_dir_option_writes_each_report(pytester):
     assert second["meta"]["max_batches"] == 2
 
 
-def test_without_the_option_nothing_is_written(pytester):
+def test_without_the_option_nothing_is_written_and_the_verdict_reaches_junit_xml(pytester):
     pytester.makepyfile(test_user=USER_TESTS)
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--junitxml=junit.xml")
     result.assert_outcomes(passed=1, failed=1)
     assert "JSON report" not in result.stdout.str()
-    assert sorted(p.name for p in pytester.path.iterdir()) == ["test_user.py"]
-
-
-def test_verdict_reaches_junit_xml(pytester):
-    pytester.makepyfile(test_user=USER_TESTS)
-    pytester.runpytest("-p", "no:cacheprovider", "--junitxml=junit.xml")
+    assert sorted(p.name for p in pytester.path.iterdir()) == ["junit.xml", "test_user.py"]
     xml = (pytester.path / "junit.xml").read_text()
     assert '<property name="scalecheck_verdict" value="ok"' in xml
     assert '<property name="scalecheck_verdict" value="stalling"' in xml

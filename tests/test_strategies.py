@@ -26,7 +26,7 @@ from scalecheck.testing import assert_well_scaled
 
 
 # -- the property ------------------------------------------------------------------------------
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=30)
 @given(scs.cases(scs.scalings(well=True)))
 def test_assert_well_scaled_passes_for_every_well_scaled_draw(case):
     assert case.scaling.well_scaled
@@ -36,7 +36,7 @@ def test_assert_well_scaled_passes_for_every_well_scaled_draw(case):
     assert report.verdict is scalecheck.Verdict.OK
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=30)
 @given(scs.cases(scs.scalings(well=False)))
 def test_assert_well_scaled_raises_for_every_badly_scaled_draw(case):
     bad = case.scaling.badly_scaled_features
@@ -52,21 +52,21 @@ def test_assert_well_scaled_raises_for_every_badly_scaled_draw(case):
 
 
 # -- the draws are what they claim -----------------------------------------------------------
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(scs.scalings(well=True))
 def test_well_scaled_scalings(s):
     assert s.well_scaled and not s.badly_scaled
     assert max(s.kappas) <= 21.1
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(scs.scalings(well=False))
 def test_badly_scaled_scalings(s):
     assert s.badly_scaled and not s.well_scaled
     assert max(s.kappas) >= scs.BAD_KAPPA
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(scs.scalings(st.integers(1, 5)))
 def test_any_scaling_stays_in_range(s):
     assert 1 <= s.features <= 5
