@@ -52,6 +52,14 @@ class NotRankZero(SingleDeviceStrategy):
         return False
 
 
+class AnotherRankStalls(SingleDeviceStrategy):
+    """A strategy whose reduction answers as if another rank had found the run stalling."""
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        self.asked = (decision, all)
+        return True
+
+
 def fit(callback, *, standardized: bool, tmp_path, strategy=None) -> pl.Trainer:
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -126,6 +134,17 @@ def test_every_rank_computes_but_only_rank_zero_prints(tmp_path):
     assert callback.report.verdict is scalecheck.Verdict.STALLING  # computed here too
     assert callback.stopped and trainer.global_step == 0  # and stops with the others
     assert out.getvalue() == ""  # but prints nothing
+
+
+def test_stops_with_the_other_ranks(tmp_path):
+    out = io.StringIO()
+    callback = ScaleCheckCallback(stop_on_stalling=True, stream=out, trial=False)
+    strategy = AnotherRankStalls(device="cpu")
+    trainer = fit(callback, standardized=True, tmp_path=tmp_path, strategy=strategy)
+    assert strategy.asked == (False, False)  # this rank's answer, reduced with "any"
+    assert callback.report.verdict is scalecheck.Verdict.OK
+    assert callback.stopped and trainer.global_step == 0
+    assert "another process found the verdict stalling" in out.getvalue()
 
 
 def test_loader_and_get_model_options(tmp_path):

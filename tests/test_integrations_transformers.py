@@ -209,3 +209,33 @@ def test_accelerate_loader_state_is_left_alone(tmp_path):
     assert callback.report.verdict is scalecheck.Verdict.STALLING
     assert list(state.dataloader_references) == before
     assert not state.in_dataloader
+
+
+def test_stops_when_another_process_finds_it_stalling(tmp_path, monkeypatch):
+    # Two processes disagree: this one's verdict is ok, the other's (simulated by the
+    # collective's answer) is stalling. Every process must stop, or the others would wait
+    # for it in the next gradient all-reduce.
+    from scalecheck.integrations import transformers as integration
+
+    asked = []
+
+    def other_process_stalls(flag, device=None):
+        asked.append(flag)
+        return True
+
+    monkeypatch.setattr(integration, "any_process", other_process_stalls)
+    out = io.StringIO()
+    callback = ScaleCheckCallback(stop_on_stalling=True, stream=out, trial=False)
+    loader = torch.utils.data.DataLoader(DictDataset(standardized=True, n=32), batch_size=4)
+    control = callback.on_train_begin(
+        arguments(tmp_path),
+        TrainerState(),
+        TrainerControl(),
+        model=InterpolationModel(InterpolationConfig()),
+        train_dataloader=loader,
+    )
+    assert asked == [False]  # this process's own answer
+    assert callback.report.verdict is scalecheck.Verdict.OK
+    assert control.should_training_stop and callback.stopped
+    assert out.getvalue().startswith("scalecheck: OK")
+    assert "another process found the verdict stalling" in out.getvalue()

@@ -57,7 +57,13 @@ from .errors import FindingsError, InvalidArgumentError
 from .findings import Severity
 from .report import Report
 
-__all__ = ["DIAGNOSE_OPTIONS", "assert_well_scaled", "check_fail_on", "failure_message"]
+__all__ = [
+    "DIAGNOSE_OPTIONS",
+    "assert_well_scaled",
+    "check_diagnose_options",
+    "check_fail_on",
+    "failure_message",
+]
 
 #: The keyword options :func:`~scalecheck.diagnose` accepts (and so do the helpers here).
 DIAGNOSE_OPTIONS: tuple[str, ...] = tuple(

@@ -106,11 +106,17 @@ class CallbackCore:
         stream = self.stream if self.stream is not None else sys.stderr
         text = str(report)
         if stopping:
-            text += (
-                f"\n\nscalecheck: stopping training at {where} (stop_on_stalling=True): the "
-                "inputs are badly scaled and it blocks learning; apply the fix above and "
-                "train again."
-            )
+            text += f"\n\nscalecheck: stopping training at {where} (stop_on_stalling=True): "
+            if report.verdict is Verdict.STALLING:
+                text += (
+                    "the inputs are badly scaled and that is blocking learning; apply the fix "
+                    "above and train again."
+                )
+            else:
+                text += (
+                    "another process found the verdict stalling on its share of the batches "
+                    "(the report above is this process's)."
+                )
         stream.write(text + "\n")
         flush = getattr(stream, "flush", None)
         if callable(flush):
