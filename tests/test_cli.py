@@ -222,12 +222,12 @@ def test_invalid_option_values_exit_2(capsys, tmp_path):
 
 # -- demo ----------------------------------------------------------------------------------
 def test_demo(capsys):
-    code, out, _ = run(capsys, "demo", "--steps", "40", "--trial-steps", "5")
+    code, out, _ = run(capsys, "demo", "--steps", "20", "--trial-steps", "3")
     assert code == EXIT_OK
     assert out.startswith("The reference case: Linear(1, 10) -> Tanh")
     assert "scalecheck: STALLING" in out
     assert "verdict: ok" in out
-    assert "Training both for 40 Adam steps" in out
+    assert "Training both for 20 Adam steps" in out
     rows = {line.split("  ")[1].strip() for line in out.splitlines() if line.startswith("  ")}
     assert {"raw inputs", "standardized (report.standardizer)"} <= rows
 

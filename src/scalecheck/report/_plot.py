@@ -129,7 +129,7 @@ def _height(report: Report, kind: str) -> float:
 
 
 def _summary(report: Report, figure_cls: Any) -> Any:
-    fig = figure_cls(figsize=(15.0, 10.0), layout="constrained")
+    fig = figure_cls(figsize=(13.0, 8.5), layout="constrained")
     axes = fig.subplots(2, 2)
     _draw_inputs(report, axes[0][0])
     _draw_activations(report, axes[0][1])
@@ -209,6 +209,7 @@ def _draw_inputs(report: Report, ax: Any) -> None:
             fontsize=8,
         )
     ax.set_xscale("symlog", linthresh=1.0)
+    _plain_ticks(ax.xaxis)
     lowest = min(f.min for _, f in shown)
     highest = max(f.max for _, f in shown)
     lo = min(lowest * 3 if lowest < 0 else -3.0, -3.0)
@@ -278,12 +279,23 @@ def _asinh_ticks(limit: float) -> list[float]:
     return sorted([-t for t in ticks if t > 0] + ticks)
 
 
-def _tick_label(t: float) -> str:
+def _tick_label(t: float, _position: Any = None) -> str:
+    """``0``, ``0.01``, ``100``, ``1e5``, ``−1e-6``: plain text, no mathtext to typeset."""
     if t == 0:
         return "0"
-    exponent = round(math.log10(abs(t)))
+    exponent = math.log10(abs(t))
     sign = "−" if t < 0 else ""
-    return f"{sign}{abs(t):g}" if exponent < 3 else f"{sign}1e{exponent}"
+    if exponent != round(exponent) or -2 <= exponent < 3:
+        return f"{sign}{abs(t):g}"
+    return f"{sign}1e{round(exponent)}"
+
+
+def _plain_ticks(axis: Any) -> None:
+    """Label a log or symlog axis at its decades with :func:`_tick_label`."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(_tick_label))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _draw_activations(report: Report, ax: Any) -> None:
@@ -353,6 +365,7 @@ def _draw_gradients(report: Report, ax: Any) -> None:
     floor = min(positive) / 10 if positive else 1e-12
     top = max(positive) * 10 if positive else 1.0
     ax.set_xscale("log")
+    _plain_ticks(ax.xaxis)
     ax.set_xlim(floor, top)
     for i, g in enumerate(shown):
         y = n - 1 - i
@@ -417,8 +430,9 @@ def _draw_trial(report: Report, ax: Any) -> None:
             label=f"constant predictor ({num(trial.baseline)})",
             gid="baseline",
         )
-    if values and min(values) > 0:
-        ax.set_yscale("log")
+    if values and min(values) > 0 and max(values) >= 10 * min(values):
+        ax.set_yscale("log")  # a decade or more: each has its labelled tick
+        _plain_ticks(ax.yaxis)
     ax.set_xlabel("optimizer step (on the measured batches)")
     ax.set_ylabel(f"loss ({trial.loss_kind})")
     budget = ", time budget reached" if trial.budget_exhausted else ""
