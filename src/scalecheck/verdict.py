@@ -1,12 +1,16 @@
 """Stage 5: from findings to one verdict, with the reason in a sentence.
 
 - ``stalling``: an input-scale finding (SC1xx, warning or error) **and** evidence that it
-  blocks learning: a ``blocked`` finding at the input layer (exact saturation, exactly-zero
-  or vanishing gradients, a saturated softmax) while the loss is not below the constant
-  predictor's, or a trial in which rescaling the inputs trains clearly better than the raw
-  inputs.
+  blocks learning: a ``blocked`` finding (exact saturation at the input layer, exactly-zero
+  or vanishing input-layer gradients, a saturated softmax), confirmed by a trial in which
+  rescaling the inputs trains clearly better than the raw inputs, or, without a
+  conclusive trial, while the loss is not below the constant predictor's.
 - ``at_risk``: an input-scale finding without that evidence (including inputs a
-  normalization layer takes care of, or a trial in which the raw inputs train fine).
+  normalization layer takes care of, a trial in which the raw inputs train fine, and a
+  trial in which they learn nothing while nothing blocks their gradient: the calibration
+  corpus, docs/calibration.md, has raw inputs that learn nothing in the trial's 200 steps
+  yet learn in a few thousand, features of order 1e-4 and a ReLU classifier on raw
+  penguin measurements, so a short trial alone shows slow training, not a block).
 - ``ok``: no input-scale finding. Other findings may still be listed: a verdict is a
   statement about the input features only.
 """
@@ -42,7 +46,7 @@ def decide(
     if not scale:
         return Verdict.OK, "The input features are well scaled."
     what = _scale_phrase(serious or scale)
-    if serious and trial_says:
+    if serious and trial_says and blocked:
         return Verdict.STALLING, (
             f"{what}, and a short training trial shows it: {trial_says[0].message}"
         )
@@ -53,6 +57,13 @@ def decide(
         return Verdict.AT_RISK, (
             f"{what}, but the model normalizes it before any nonlinearity; training "
             "should not stall, though standardizing is still good practice."
+        )
+    if trial_says:
+        return Verdict.AT_RISK, (
+            f"{what}; in a short trial the raw inputs learned nothing while rescaled ones "
+            f"did ({trial_says[0].message.rstrip('.')}), but nothing blocks the input layer's "
+            "gradient, so expect much slower training rather than a stall. Standardize the "
+            "inputs."
         )
     if _trial_trains(trial):
         return Verdict.AT_RISK, (
