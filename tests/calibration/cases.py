@@ -458,10 +458,10 @@ def _pixels(seed: int = 13, n: int = N) -> tuple[np.ndarray, np.ndarray]:
     "synthetic",
     "at_risk",
     "0..255 pixel values fed straight into a sigmoid MLP: pre-activations of order 50 put "
-    "half the sigmoids where the derivative is exactly 0, but the other half pass tiny "
-    "non-zero gradients that Adam rescales, so raw training learns.",
+    "most sigmoids where the derivative is exactly 0 (SC201 fires), but the rest pass "
+    "tiny non-zero gradients that Adam rescales, so raw training learns.",
     badly_scaled=True,
-    suspect="We expected a stall; training says Adam rescues it (with SGD it would stall).",
+    suspect="We expected a stall; training with Adam says raw inputs learn.",
 )
 def pixels_0_255_sigmoid() -> Setup:
     img, labels = _pixels()
@@ -764,8 +764,8 @@ def _norris(seed: int = 22) -> tuple[np.ndarray, np.ndarray]:
     "real",
     "at_risk",
     "NIST's Norris ozone-monitor calibration (x from 0.2 to 996, shipped in scipy's test "
-    "data) into a tanh MLP, target standardized: x saturates most units, yet the few whose "
-    "step falls inside the data let Adam fit the (linear) relation.",
+    "data) into a tanh MLP, target standardized: x saturates most units (SC201 fires), yet "
+    "raw training fits the (nearly linear) relation.",
     badly_scaled=True,
     suspect="We expected a stall (most units saturated); training says raw learns.",
 )
