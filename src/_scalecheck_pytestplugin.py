@@ -24,6 +24,8 @@ In a test::
 - ``@pytest.mark.scalecheck(fail_on=..., **diagnose_options)`` sets the defaults of both
   for one test, a class or a module (the closest marker wins, per option); arguments of
   the call win over the marker.
+- Inside a test that takes the fixture, the name ``scalecheck`` is the fixture, not the
+  package: import what else you need by name (``from scalecheck import Verdict``).
 - ``pytest --scalecheck-report-dir=DIR`` writes every report made through the fixture to
   ``DIR/<test id>.json`` (``-2``, ``-3`` ... appended when a test makes several), also
   when the check fails. The verdict is added to the test's ``user_properties`` (and so to
