@@ -8,8 +8,9 @@ Understood without help:
   ``k`` required positional inputs, ``(x1, ..., xk, targets)`` works too;
 - a Mapping (dict, UserDict, Hugging Face ``BatchEncoding``): keys that name a parameter of
   ``forward`` are passed by keyword (``labels`` included, when the model takes it); the
-  first of ``y``, ``label``, ``labels``, ``target``, ``targets`` that the model does not take
-  is the target; a one-input model is fed from ``x``, ``input``, ``inputs``, ``features``,
+  first of ``y``, ``label``, ``labels``, ``target``, ``targets`` is the target (also when
+  the model takes it: then it is passed, and still never measured as an input feature); a
+  one-input model is fed from ``x``, ``input``, ``inputs``, ``features``,
   ``image``, ``images``, ``data`` or ``pixel_values`` (or the only other key).
 
 Anything else, or a loop that transforms its batches, is handled by
@@ -279,7 +280,17 @@ class BatchAdapter:
                 f"needs {missing}. Add them to the batch or pass prepare= to diagnose()."
             )
         self._ignored(keys, set(kwargs) | {target_key})
-        return self._build(kwargs, targets, index, "the batch")
+        call = self._build(kwargs, targets, index, "the batch")
+        if call.targets is None:
+            # labels the model takes itself (Hugging Face style): passed by keyword, and the
+            # targets for the baseline, never an input feature
+            label = next((k for k in TARGET_KEYS if k in call.kwargs), None)
+            if label is not None:
+                call.targets = call.kwargs[label]
+        for key in TARGET_KEYS:
+            call.inputs.pop(key, None)
+            call.originals.pop(key, None)
+        return call
 
     def _ignored(self, keys: list[str], used: set[Any]) -> None:
         rest = [k for k in keys if k not in used]

@@ -124,6 +124,19 @@ class LossMonitor:
         if _own_loss(output) is not None:
             self.kind = "model"
             self.description = "the model's own loss (output.loss)"
+            if pred is not None and isinstance(targets, Tensor):
+                # its baseline: what the labels say the loss is (class ids: cross-entropy)
+                probe = LossMonitor(None, self.device, track=False)
+                try:
+                    probe._choose(None, pred, targets, batch_index)
+                except LossError:
+                    return
+                self._baseline_kind = probe._baseline_kind
+                if self._baseline_kind is not None:
+                    self.description += (
+                        f"; its baseline assumes {probe.description.split(' (')[0]}, as the "
+                        "labels suggest"
+                    )
             return
         if pred is None:
             raise LossError(
