@@ -352,3 +352,26 @@ def test_bfloat16_column_with_large_offset_keeps_its_variance():
     feature = report.inputs[0].features[0]
     assert feature.std == pytest.approx(float(x.double().std(unbiased=False)), rel=1e-6)
     assert feature.std > 0
+
+
+def test_labels_the_model_takes_are_targets_not_features():
+    class Output:
+        def __init__(self, loss, logits):
+            self.loss, self.logits = loss, logits
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(4, 100)
+
+        def forward(self, x, labels=None):
+            logits = self.layer(torch.tanh(x))
+            return Output(nn.functional.cross_entropy(logits, labels), logits)
+
+    g = _gen(10)
+    batches = [{"x": torch.randn(16, 4, generator=g),
+                "labels": torch.randint(0, 100, (16,), generator=g)} for _ in range(4)]
+    report = _diagnose(_seeded(0, Classifier), batches)
+    assert [i.name for i in report.inputs] == ["x"]  # 100 class ids are not a feature
+    assert report.verdict == Verdict.OK and not report.findings
+    assert report.loss.kind == "model" and report.loss.baseline > 4.0  # ~ln(100) label entropy
