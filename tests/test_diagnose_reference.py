@@ -17,23 +17,28 @@ def raw_report():
 
 @pytest.fixture(scope="module")
 def static_report():
-    return scalecheck.diagnose(ref.make_model(seed=0), ref.make_loader(), trial=False,
-                               strict=True)
+    return scalecheck.diagnose(ref.make_model(seed=0), ref.make_loader(), trial=False, strict=True)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
 def test_raw_reference_is_stalling_and_standardized_is_ok(activation):
     raw = scalecheck.diagnose(ref.make_model(activation, seed=1), ref.make_loader(), strict=True)
     assert raw.verdict == Verdict.STALLING
-    ok = scalecheck.diagnose(ref.make_model(activation, seed=1), ref.make_loader(standardized=True),
-                             strict=True)
+    ok = scalecheck.diagnose(
+        ref.make_model(activation, seed=1), ref.make_loader(standardized=True), strict=True
+    )
     assert ok.verdict == Verdict.OK
     assert not [f for f in ok.findings if f.category == "input-scale"]
 
 
 def test_original_dataset_with_prepare_is_stalling():
-    report = scalecheck.diagnose(ref.make_model(seed=0), ref.make_original_loader(),
-                                 prepare=ref.prepare, trial=False, strict=True)
+    report = scalecheck.diagnose(
+        ref.make_model(seed=0),
+        ref.make_original_loader(),
+        prepare=ref.prepare,
+        trial=False,
+        strict=True,
+    )
     assert report.verdict == Verdict.STALLING
 
 
@@ -69,8 +74,9 @@ def test_findings_come_from_inputs_activations_and_gradients(static_report):
 def test_static_evidence_alone_says_stalling(static_report):
     assert static_report.verdict == Verdict.STALLING
     assert static_report.trial is None
-    ok = scalecheck.diagnose(ref.make_model(seed=0), ref.make_loader(standardized=True),
-                             trial=False, strict=True)
+    ok = scalecheck.diagnose(
+        ref.make_model(seed=0), ref.make_loader(standardized=True), trial=False, strict=True
+    )
     assert ok.verdict == Verdict.OK
 
 

@@ -64,16 +64,19 @@ def test_merge_is_associative_and_commutative(a, b, c):
     swapped = merge_moments(sc, merge_moments(sb, sa))
     for one, other in ((left, right), (left, swapped)):
         for field in ("n", "mean", "m2", "min", "max", "nonfinite", "zeros"):
-            np.testing.assert_allclose(getattr(one, field).numpy(), getattr(other, field).numpy(),
-                                       rtol=1e-9, atol=1e-6)
+            np.testing.assert_allclose(
+                getattr(one, field).numpy(), getattr(other, field).numpy(), rtol=1e-9, atol=1e-6
+            )
 
 
 @given(data_and_splits())
 def test_empty_state_is_the_identity(case):
     x, _ = case
     s = masked_moments(torch.from_numpy(x), (0,))
-    for merged in (merge_moments(empty_moments(x.shape[1]), s),
-                   merge_moments(s, empty_moments(x.shape[1]))):
+    for merged in (
+        merge_moments(empty_moments(x.shape[1]), s),
+        merge_moments(s, empty_moments(x.shape[1])),
+    ):
         for field in s._fields:
             np.testing.assert_array_equal(getattr(merged, field).numpy(), getattr(s, field).numpy())
 
@@ -104,10 +107,15 @@ def test_streaming_gram_equals_numpy_second_moment(case):
             t = torch.from_numpy(part)
             shift = t.mean(0) if state.n == 0 else state.shift
             state = merge_gram(state, batch_gram(t, shift))
-    second = (state.g.numpy() + np.outer(state.s, state.shift) + np.outer(state.shift, state.s)
-              + float(state.n) * np.outer(state.shift, state.shift)) / float(state.n)
-    np.testing.assert_allclose(second, x.T @ x / len(x), rtol=1e-7,
-                               atol=1e-9 * (1 + np.abs(x).max()) ** 2)
+    second = (
+        state.g.numpy()
+        + np.outer(state.s, state.shift)
+        + np.outer(state.shift, state.s)
+        + float(state.n) * np.outer(state.shift, state.shift)
+    ) / float(state.n)
+    np.testing.assert_allclose(
+        second, x.T @ x / len(x), rtol=1e-7, atol=1e-9 * (1 + np.abs(x).max()) ** 2
+    )
 
 
 def test_kappa_of_the_reference_input_matches_the_closed_form():
@@ -132,8 +140,11 @@ def test_kappa_with_several_features_matches_numpy():
     assert standardized == pytest.approx(np.linalg.cond(augz.T @ augz / len(x)), rel=1e-6)
 
 
-@given(st.integers(0, 2**16), st.sampled_from([0.0, 1.0, 1e4, -3e5]),
-       st.sampled_from([1e-3, 1.0, 50.0]))
+@given(
+    st.integers(0, 2**16),
+    st.sampled_from([0.0, 1.0, 1e4, -3e5]),
+    st.sampled_from([1e-3, 1.0, 50.0]),
+)
 def test_float32_inputs_are_reduced_accurately(seed, offset, scale):
     rng = np.random.default_rng(seed)
     x = (offset + scale * rng.standard_normal((500, 2))).astype(np.float32)

@@ -10,8 +10,21 @@ import torch.nn.functional as F
 
 from scalecheck.monitors import nonlinearities as nls
 
-MONOTONE = ["tanh", "sigmoid", "hardtanh", "hardsigmoid", "relu", "relu6", "elu", "celu",
-            "selu", "softplus", "silu", "logsigmoid", "hardswish"]
+MONOTONE = [
+    "tanh",
+    "sigmoid",
+    "hardtanh",
+    "hardsigmoid",
+    "relu",
+    "relu6",
+    "elu",
+    "celu",
+    "selu",
+    "softplus",
+    "silu",
+    "logsigmoid",
+    "hardswish",
+]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
 
@@ -71,8 +84,24 @@ def test_parametrized_calls_use_their_own_arguments():
 
 
 def test_every_spelling_is_registered():
-    for fn in (torch.tanh, torch.Tensor.tanh, torch.Tensor.tanh_, F.tanh, torch.sigmoid,
-               torch.Tensor.sigmoid, F.sigmoid, F.relu, torch.relu, torch.Tensor.relu_, F.gelu,
-               F.silu, F.softmax, torch.softmax, torch.Tensor.softmax, F.hardtanh, F.relu6):
+    for fn in (
+        torch.tanh,
+        torch.Tensor.tanh,
+        torch.Tensor.tanh_,
+        F.tanh,
+        torch.sigmoid,
+        torch.Tensor.sigmoid,
+        F.sigmoid,
+        F.relu,
+        torch.relu,
+        torch.Tensor.relu_,
+        F.gelu,
+        F.silu,
+        F.softmax,
+        torch.softmax,
+        torch.Tensor.softmax,
+        F.hardtanh,
+        F.relu6,
+    ):
         assert nls.lookup(fn) is not None, fn
     assert nls.lookup(torch.add) is None

@@ -86,7 +86,9 @@ def test_loaders():
     raw = next(iter(ref.make_original_loader()))
     assert raw[0].dtype == torch.int64 and raw[0].shape == (4,)
     inputs, labels = ref.prepare(raw)
-    assert inputs.shape == (4, 1) and inputs.dtype == torch.float32 and labels.dtype == torch.float32
+    assert (
+        inputs.shape == (4, 1) and inputs.dtype == torch.float32 and labels.dtype == torch.float32
+    )
 
 
 def test_loader_is_deterministic_and_leaves_global_rng_alone():

@@ -26,8 +26,9 @@ def _diagnose(model, loader, **kw):
 
 
 def _scale_wheres(report) -> str:
-    return " ".join(f.where + " " + f.message for f in report.findings
-                    if f.category == "input-scale")
+    return " ".join(
+        f.where + " " + f.message for f in report.findings if f.category == "input-scale"
+    )
 
 
 # -- tabular MLP -------------------------------------------------------------------------
@@ -123,8 +124,10 @@ class Seq(nn.Module):
 
 def _sensor(scale: float, offset: float):
     g = _gen(3)
-    return [(torch.randn(8, 15, 4, generator=g) * scale + offset, torch.randn(8, 1, generator=g))
-            for _ in range(4)]
+    return [
+        (torch.randn(8, 15, 4, generator=g) * scale + offset, torch.randn(8, 1, generator=g))
+        for _ in range(4)
+    ]
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
@@ -207,12 +210,14 @@ def _token_batches(numeric_scale: float, numeric_offset: float):
     for _ in range(4):
         mask = torch.ones(8, 10, dtype=torch.long)
         mask[:, 7:] = 0
-        out.append({
-            "input_ids": torch.randint(1, 50, (8, 10), generator=g),
-            "numeric": torch.randn(8, 10, 2, generator=g) * numeric_scale + numeric_offset,
-            "attention_mask": mask,
-            "labels": torch.randint(0, 3, (8,), generator=g),
-        })
+        out.append(
+            {
+                "input_ids": torch.randint(1, 50, (8, 10), generator=g),
+                "numeric": torch.randn(8, 10, 2, generator=g) * numeric_scale + numeric_offset,
+                "attention_mask": mask,
+                "labels": torch.randint(0, 3, (8,), generator=g),
+            }
+        )
     return out
 
 
@@ -220,8 +225,7 @@ def test_transformer_ids_are_categorical_and_the_numeric_input_is_judged():
     model = _seeded(0, TabTransformer)
     bad = _diagnose(model, _token_batches(2e3, 5e3))
     kinds = {i.name: i.kind for i in bad.inputs}
-    assert kinds == {"input_ids": "categorical", "numeric": "feature",
-                     "attention_mask": "ignored"}
+    assert kinds == {"input_ids": "categorical", "numeric": "feature", "attention_mask": "ignored"}
     assert bad.verdict == Verdict.STALLING
     assert "numeric[" in _scale_wheres(bad) and "input_ids" not in _scale_wheres(bad)
     numeric = next(i for i in bad.inputs if i.name == "numeric")
@@ -232,8 +236,9 @@ def test_transformer_ids_are_categorical_and_the_numeric_input_is_judged():
 
 # -- normalization right after the input --------------------------------------------------
 def test_batchnorm_after_the_input_is_at_risk_not_stalling():
-    model = _seeded(0, lambda: nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 16), nn.Tanh(),
-                                             nn.Linear(16, 1)))
+    model = _seeded(
+        0, lambda: nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 1))
+    )
     loader = _tabular(False)[1]
     report = _diagnose(model, loader)
     assert report.verdict == Verdict.AT_RISK
@@ -257,9 +262,16 @@ class TwoInputs(nn.Module):
 
 def _two(scale: float):
     g = _gen(8)
-    return [((torch.randn(16, 2, generator=g) * scale + scale,
-              torch.randint(0, 5, (16,), generator=g)), torch.randn(16, 1, generator=g))
-            for _ in range(4)]
+    return [
+        (
+            (
+                torch.randn(16, 2, generator=g) * scale + scale,
+                torch.randint(0, 5, (16,), generator=g),
+            ),
+            torch.randn(16, 1, generator=g),
+        )
+        for _ in range(4)
+    ]
 
 
 def test_two_input_model_and_its_standardizer():
@@ -278,8 +290,10 @@ def test_two_input_model_and_its_standardizer():
 # -- regression targets in the 1e5 range ---------------------------------------------------
 def test_unscaled_regression_targets_are_an_error_but_not_stalling():
     g = _gen(9)
-    loader = [(torch.randn(32, 4, generator=g), torch.randn(32, 1, generator=g) * 9e4 + 2.1e5)
-              for _ in range(4)]
+    loader = [
+        (torch.randn(32, 4, generator=g), torch.randn(32, 1, generator=g) * 9e4 + 2.1e5)
+        for _ in range(4)
+    ]
     model = _seeded(0, lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)))
     report = _diagnose(model, loader)
     target = next(f for f in report.findings if f.code == "SC403")
@@ -310,8 +324,9 @@ def test_ddp_world_size_one(tmp_path):
 
     model, loader = _tabular(False)
     bare = _diagnose(model, loader)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
-                            world_size=1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
     try:
         ddp = nn.parallel.DistributedDataParallel(model)
         report = _diagnose(ddp, loader)
@@ -369,9 +384,12 @@ def test_labels_the_model_takes_are_targets_not_features():
             return Output(nn.functional.cross_entropy(logits, labels), logits)
 
     g = _gen(10)
-    batches = [{"x": torch.randn(16, 4, generator=g),
-                "labels": torch.randint(0, 100, (16,), generator=g)} for _ in range(4)]
+    batches = [
+        {"x": torch.randn(16, 4, generator=g), "labels": torch.randint(0, 100, (16,), generator=g)}
+        for _ in range(4)
+    ]
     report = _diagnose(_seeded(0, Classifier), batches)
     assert [i.name for i in report.inputs] == ["x"]  # 100 class ids are not a feature
     assert report.verdict == Verdict.OK and not report.findings
-    assert report.loss.kind == "model" and report.loss.baseline > 4.0  # ~ln(100) label entropy
+    # the empirical label entropy of 64 draws from 100 classes (at most ln 64 = 4.16)
+    assert report.loss.kind == "model" and 3.5 < report.loss.baseline <= 4.16

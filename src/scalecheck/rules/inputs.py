@@ -4,10 +4,11 @@ One yardstick runs through these rules: the condition number ``kappa`` of the
 second-moment matrix of ``[x, 1]``, which for a linear unit under squared loss is the
 Hessian, so that gradient descent needs about ``kappa`` times more steps than on a
 perfectly conditioned problem (LeCun, Bottou, Orr & Mueller 1998, "Efficient BackProp",
-sections 4.3 and 5). A standardized feature has ``kappa = 1``; for one feature with mean
-``m`` and std ``s``, ``kappa`` grows like ``max(s^2, 1/s^2)`` when centred and like
-``4 (m/s)^2`` when the offset dominates, so one number covers "far from unit scale" and
-"large offset" alike.
+sections 4.3 and 5). A standardized feature has ``kappa = 1``. For one feature with mean
+``m`` and std ``s`` the matrix is ``[[m^2 + s^2, m], [m, 1]]`` and ``kappa`` is about
+``(m^2 + s^2 + 1)^2 / s^2``: ``max(s^2, 1/s^2)`` for a centred feature and about
+``(m^2 + 1)^2 / s^2`` when the offset dominates, so one number covers "far from unit
+scale" and "large offset" alike.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ KAPPA_WARN = Threshold(
 KAPPA_ERROR = Threshold(
     "kappa_error",
     1e6,
-    "kappa = 1e6 means the feature's spread is about 1/500 of its offset, or its scale is "
-    "1000x off unit scale: no single learning rate suits both the weight and the bias "
-    "(the step that moves one by a useful amount is 1e6 times too large or too small "
-    "for the other).",
+    "A thousand times the warning level: gradient descent on a linear unit needs a million "
+    "times more steps than on standardized inputs. For a centred feature this is a scale "
+    "1000x off unit scale (kappa = s^2 or 1/s^2); for a feature of magnitude about 1, a "
+    "spread about 1/500 of its offset. No single learning rate then suits both the weight "
+    "and the bias.",
 )
 #: Features whose stds differ by more than sqrt(1e3) ~ 31.6x give a diagonal Hessian
 #: with condition number above KAPPA_WARN, by the same argument.
