@@ -173,11 +173,14 @@ def _load_factory(target: str) -> Any:
             if not path.is_file():
                 raise _UsageError(f"no such file: {path}")
             _on_path(str(path.resolve().parent))  # as `python path/to/file.py` would
-            spec = importlib.util.spec_from_file_location(path.stem, path)
+            # a private module name: a factory file called e.g. `torch.py` or `data.py`
+            # must not shadow, or be shadowed by, an importable module of that name
+            name = f"_scalecheck_factory_{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
                 raise _UsageError(f"cannot import {path}")
             module = importlib.util.module_from_spec(spec)
-            sys.modules.setdefault(path.stem, module)
+            sys.modules[name] = module  # dataclasses and pickling look modules up here
             spec.loader.exec_module(module)
         else:
             _on_path(os.getcwd())  # as `python -m` would; the console script does not
