@@ -820,6 +820,20 @@ def standardized_tanh() -> Setup:
 @case(
     "healthy",
     "ok",
+    "Standardized features behind a BatchNorm1d (a normalization layer after well-scaled "
+    "inputs): learns.",
+    badly_scaled=False,
+)
+def batchnorm_on_standardized() -> Setup:
+    rng = np.random.default_rng(34)
+    z = rng.standard_normal((N, 4))
+    model = _mlp(4, 1, "tanh", seed=25, first=lambda: nn.BatchNorm1d(4))
+    return Setup(model, _batches(z, _smooth_target(z)))
+
+
+@case(
+    "healthy",
+    "ok",
     "Features uniform in [0, 10] (mean 5, std 2.9, kappa ~140): mild scales, raw training learns.",
     badly_scaled=False,
 )

@@ -32,7 +32,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 0.00285x",
-        "seconds": 71.1,
     },
     "reference_sigmoid": {
         "baseline": 0.05449,
@@ -50,7 +49,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 0.0034x",
-        "seconds": 70.5,
     },
     "reference_relu": {
         "baseline": 0.05449,
@@ -68,7 +66,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 6.47x the constant predictor's loss, rescaled reaches 0.00212x",
-        "seconds": 67.3,
     },
     "reference_standardized": {
         "baseline": 0.05449,
@@ -86,7 +83,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "ok",
         "reason": "well scaled and raw training reaches 0.00281x the baseline",
-        "seconds": 66.9,
     },
     "heterogeneous_scales_tanh": {
         "baseline": 1.0,
@@ -104,7 +100,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 0.973x the constant predictor's loss, rescaled reaches 0.00147x",
-        "seconds": 88.3,
     },
     "large_offsets_tanh": {
         "baseline": 1.0,
@@ -122,7 +117,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 0.000102x",
-        "seconds": 44.1,
     },
     "large_offset_relu": {
         "baseline": 1.0,
@@ -145,7 +139,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 9.57e-07x",
-        "seconds": 138.2,
     },
     "large_offset_relu_fewer_dead": {
         "baseline": 1.0,
@@ -163,7 +156,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 2.57e-05x",
-        "seconds": 137.4,
     },
     "pixels_0_255_sigmoid": {
         "baseline": 1.382,
@@ -186,7 +178,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "at_risk",
         "reason": "badly scaled, yet raw training reaches 4.03e-05x the baseline",
-        "seconds": 67.8,
     },
     "unix_timestamps_tanh": {
         "baseline": 1.0,
@@ -204,7 +195,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 4.5e-05x",
-        "seconds": 67.9,
     },
     "prices_in_thousands_tanh": {
         "baseline": 1.0,
@@ -222,7 +212,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 5e-05x",
-        "seconds": 30.7,
     },
     "prices_in_thousands_relu": {
         "baseline": 1.0,
@@ -245,7 +234,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "at_risk",
         "reason": "badly scaled, yet raw training reaches 0.446x the baseline",
-        "seconds": 30.0,
     },
     "mixed_binary_and_huge_tanh": {
         "baseline": 0.6884,
@@ -263,7 +251,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 0.175x",
-        "seconds": 82.2,
     },
     "heavy_tailed_counts_tanh": {
         "baseline": 1.0,
@@ -286,7 +273,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "at_risk",
         "reason": "badly scaled, yet raw training reaches 0.003x the baseline",
-        "seconds": 93.0,
     },
     "irrelevant_id_column_tanh": {
         "baseline": 1.0,
@@ -309,7 +295,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 0.000925x",
-        "seconds": 110.0,
     },
     "tiny_scale_tanh": {
         "baseline": 1.0,
@@ -327,7 +312,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "at_risk",
         "reason": "badly scaled, yet raw training reaches 0.226x the baseline",
-        "seconds": 71.9,
     },
     "std_100_relu": {
         "baseline": 1.0,
@@ -345,7 +329,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "at_risk",
         "reason": "badly scaled, yet raw training reaches 0.0309x the baseline",
-        "seconds": 37.6,
     },
     "pixels_0_255_relu_cnn": {
         "baseline": 1.382,
@@ -368,7 +351,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "at_risk",
         "reason": "badly scaled, yet raw training reaches 2.8e-08x the baseline",
-        "seconds": 137.5,
     },
     "batchnorm_after_input": {
         "baseline": 1.0,
@@ -386,7 +368,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "at_risk",
         "reason": "badly scaled, yet raw training reaches 0.0366x the baseline",
-        "seconds": 118.7,
     },
     "layernorm_after_pixels": {
         "baseline": 1.382,
@@ -414,7 +395,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "at_risk",
         "reason": "badly scaled, yet raw training reaches 1.03e-06x the baseline",
-        "seconds": 82.8,
     },
     "penguins_raw_tanh": {
         "baseline": 1.05,
@@ -432,7 +412,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "stalling",
         "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 1.6e-05x",
-        "seconds": 60.4,
     },
     "penguins_raw_relu": {
         "baseline": 1.05,
@@ -450,7 +429,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "at_risk",
         "reason": "badly scaled, yet raw training reaches 0.152x the baseline",
-        "seconds": 66.8,
     },
     "penguins_standardized": {
         "baseline": 1.05,
@@ -468,7 +446,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "ok",
         "reason": "well scaled and raw training reaches 1.6e-05x the baseline",
-        "seconds": 68.4,
     },
     "norris_ozone_tanh": {
         "baseline": 1.0,
@@ -496,7 +473,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "at_risk",
         "reason": "badly scaled, yet raw training reaches 0.0031x the baseline",
-        "seconds": 121.1,
     },
     "iris_cm_tanh": {
         "baseline": 1.099,
@@ -514,7 +490,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "at_risk",
         "reason": "badly scaled, yet raw training reaches 0.0367x the baseline",
-        "seconds": 79.8,
     },
     "standardized_tanh": {
         "baseline": 1.0,
@@ -532,7 +507,23 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "ok",
         "reason": "well scaled and raw training reaches 0.00089x the baseline",
-        "seconds": 70.3,
+    },
+    "batchnorm_on_standardized": {
+        "baseline": 1.0,
+        "kappa": 1.256,
+        "std_ratio": 1.05,
+        "raw": {
+            "best": 0.02865,
+            "lr": 0.01,
+            "finals": {"1e-04": 0.2691, "1e-03": 0.04077, "1e-02": 0.02865, "1e-01": 0.0626},
+        },
+        "standardized": {
+            "best": 0.02865,
+            "lr": 0.01,
+            "finals": {"1e-04": 0.2691, "1e-03": 0.04077, "1e-02": 0.02865, "1e-01": 0.05123},
+        },
+        "label": "ok",
+        "reason": "well scaled and raw training reaches 0.0286x the baseline",
     },
     "mild_scales_tanh": {
         "baseline": 1.0,
@@ -555,7 +546,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "ok",
         "reason": "well scaled and raw training reaches 0.00156x the baseline",
-        "seconds": 75.0,
     },
     "sparse_binary_features": {
         "baseline": 0.6912,
@@ -573,7 +563,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "ok",
         "reason": "well scaled and raw training reaches 0.102x the baseline",
-        "seconds": 37.4,
     },
     "embedding_ids_and_features": {
         "baseline": 1.0,
@@ -591,7 +580,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "ok",
         "reason": "well scaled and raw training reaches 0.00182x the baseline",
-        "seconds": 96.4,
     },
     "standardizer_prepended": {
         "baseline": 1.0,
@@ -609,7 +597,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "ok",
         "reason": "well scaled and raw training reaches 0.00218x the baseline",
-        "seconds": 89.2,
     },
     "learning_rate_far_too_high": {
         "baseline": 1.0,
@@ -629,7 +616,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         "label": "ok",
         "reason": "well scaled; training fails with raw (11.7x) and "
         "rescaled (1.07x) inputs alike: another cause",
-        "seconds": 93.8,
     },
     "softmax_into_cross_entropy": {
         "baseline": 0.9617,
@@ -648,7 +634,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         "label": "ok",
         "reason": "well scaled; training fails with raw (0.6x) and "
         "rescaled (0.604x) inputs alike: another cause",
-        "seconds": 79.7,
     },
     "targets_broadcast_wrongly": {
         "baseline": 1.0,
@@ -667,7 +652,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         "label": "ok",
         "reason": "well scaled; training fails with raw (0.996x) and "
         "rescaled (0.997x) inputs alike: another cause",
-        "seconds": 63.0,
     },
     "random_labels": {
         "baseline": 1.097,
@@ -686,7 +670,6 @@ VERIFIED: dict[str, dict[str, Any]] = {
         "label": "ok",
         "reason": "well scaled; training fails with raw (0.906x) and rescaled "
         "(0.893x) inputs alike: another cause",
-        "seconds": 57.6,
     },
     "oversized_init_tanh": {
         "baseline": 1.0,
@@ -704,6 +687,5 @@ VERIFIED: dict[str, dict[str, Any]] = {
         },
         "label": "ok",
         "reason": "well scaled and raw training reaches 0.0847x the baseline",
-        "seconds": 38.2,
     },
 }
