@@ -131,7 +131,8 @@ def plain(model: nn.Module, batches: list[Any], loss_fn: Callable[..., torch.Ten
 
 
 def run_diagnose(model: nn.Module, batches: list[Any], loss_fn: Any) -> None:
-    scalecheck.diagnose(model, batches, trial=False, max_batches=len(batches))
+    # strict: an internal error must fail the benchmark, not make diagnose look cheap
+    scalecheck.diagnose(model, batches, trial=False, max_batches=len(batches), strict=True)
 
 
 def _time(fn: Callable[[], None]) -> float:

@@ -30,8 +30,10 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "Accumulator",
     "Gram",
     "Moments",
+    "add_gram_",
     "batch_gram",
     "empty_gram",
     "empty_moments",
@@ -242,6 +244,157 @@ def variance(m: Moments) -> Tensor:
     return m.m2 / torch.where(m.n > 0, m.n, 1.0)
 
 
+class Accumulator:
+    """Running per-feature moments as shifted sums: a few in-place adds per batch.
+
+    The hot loop cannot afford a Chan merge (about fifteen small tensor operations) per
+    batch: on a tiny model each operation's dispatch costs more than its arithmetic. So
+    the running state is ``n``, ``s1 = sum(x - K)`` and ``s2 = sum((x - K)^2)`` around a
+    per-feature shift ``K`` fixed at the first batch (its mean), plus min, max and counts,
+    all float64; each batch adds its own sums in place. Around a shift close to the mean
+    the shifted sums are as accurate as a two-pass variance. :meth:`moments` converts the
+    state to :class:`Moments`, whose exact :func:`merge_moments` combines processes.
+
+    On CPU a batch without NaN or inf takes a fast path (one ``isfinite().all()`` check:
+    reading a CPU value costs nothing, unlike a device synchronization on a GPU); masked
+    batches, and every batch on other devices, take the masked path, which never
+    synchronizes.
+
+    With ``unit_range=False`` the minimum and maximum are kept for the whole tensor rather
+    than per feature: a full reduction is several times cheaper than one along a strided
+    dimension, and activation sites only report their overall range.
+
+    Example:
+        >>> acc = Accumulator(2)
+        >>> acc.add(torch.tensor([[1.0, 10.0], [3.0, 30.0]]), (0,))
+        >>> acc.add(torch.tensor([[5.0, 50.0]]), (0,))
+        >>> m = acc.moments()
+        >>> m.mean.tolist(), [round(v, 6) for v in variance(m).tolist()]
+        ([3.0, 30.0], [2.666667, 266.666667])
+    """
+
+    def __init__(
+        self,
+        features: int,
+        device: torch.device | str = "cpu",
+        masked: bool = True,
+        unit_range: bool = True,
+    ) -> None:
+        zeros = torch.zeros(features, dtype=_F64, device=device)
+        self.masked = masked
+        self.unit_range = unit_range
+        self.shift: Tensor | None = None
+        self.n = zeros
+        self.s1 = zeros.clone()
+        self.s2 = zeros.clone()
+        ranges = features if unit_range else 1
+        self.lo = torch.full((ranges,), float("inf"), dtype=_F64, device=device)
+        self.hi = torch.full((ranges,), float("-inf"), dtype=_F64, device=device)
+        self.nonfinite = zeros.clone()
+        self.zeros = zeros.clone()
+
+    def add(
+        self,
+        x: Tensor,
+        dims: tuple[int, ...],
+        valid: Tensor | None = None,
+        weight: Tensor | None = None,
+    ) -> None:
+        """Add one batch: *x* reduced over *dims* (see :func:`masked_moments` for *valid*;
+        *weight* is a 0/1 padding mask for the unmasked, activation path)."""
+        x = x.detach()
+        if self.shift is None:
+            first = masked_moments(x, dims, valid) if self.masked else fast_moments(x, dims, weight)
+            self.shift = torch.where(torch.isfinite(first.mean), first.mean, 0.0)
+        if self.masked:
+            self._add_masked(x, dims, valid)
+        else:
+            self._add_fast(x, dims, weight)
+
+    def _add_fast(self, x: Tensor, dims: tuple[int, ...], weight: Tensor | None) -> None:
+        """No masking of non-finite values: they propagate into the sums (and are reported
+        as non-finite statistics)."""
+        assert self.shift is not None
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
+        y = x - _keep(self.shift.to(x.dtype), x, dims)
+        if weight is None:
+            count = float(x.numel() // max(1, _numel_kept(x, dims)))
+            self.n.add_(count)
+            lo, hi = _aminmax(x, dims) if self.unit_range else torch.aminmax(x)
+        else:
+            w = weight.to(x.dtype).expand_as(x)
+            y = y * w
+            self.n.add_(w.sum(dims))
+            over = dims if self.unit_range else tuple(range(x.dim()))
+            lo = torch.where(w > 0, x, float("inf")).amin(over)
+            hi = torch.where(w > 0, x, float("-inf")).amax(over)
+        self.s1.add_(y.sum(dims))
+        self.s2.add_(y.square_().sum(dims))
+        torch.minimum(self.lo, lo.to(_F64), out=self.lo)
+        torch.maximum(self.hi, hi.to(_F64), out=self.hi)
+
+    def _add_masked(self, x: Tensor, dims: tuple[int, ...], valid: Tensor | None) -> None:
+        assert self.shift is not None
+        work = torch.float32 if x.dtype in _EXACT_IN_F32 else _F64
+        xw = x.to(work)
+        if valid is None and xw.device.type == "cpu":
+            y = xw - _keep(self.shift.to(work), xw, dims)
+            s1 = y.sum(dims)
+            # a finite sum means no NaN or inf in the batch (an overflowing one takes the
+            # masked path below, which is exact); reading it is free on CPU
+            if bool(torch.isfinite(s1).all()):
+                self.n.add_(float(xw.numel() // max(1, _numel_kept(xw, dims))))
+                self.s1.add_(s1)
+                self.s2.add_(y.square_().sum(dims))
+                lo, hi = _aminmax(xw, dims)
+                torch.minimum(self.lo, lo.to(_F64), out=self.lo)
+                torch.maximum(self.hi, hi.to(_F64), out=self.hi)
+                self.zeros.add_((xw == 0).sum(dims, dtype=work))
+                return
+        b = masked_moments(xw, dims, valid, shift=self.shift)
+        d = b.mean - self.shift  # the batch's mean around this accumulator's shift
+        self.n.add_(b.n)
+        self.s1.add_(b.n * d)
+        self.s2.add_(b.m2 + b.n * d * d)
+        torch.minimum(self.lo, b.min, out=self.lo)
+        torch.maximum(self.hi, b.max, out=self.hi)
+        self.nonfinite.add_(b.nonfinite)
+        self.zeros.add_(b.zeros)
+
+    @classmethod
+    def from_moments(cls, m: Moments, masked: bool = True) -> Accumulator:
+        """An accumulator holding the state *m* (shifted around its own mean)."""
+        acc = cls(int(m.n.shape[0]), m.n.device, masked=masked, unit_range=True)
+        acc.shift = m.mean.clone()
+        acc.n, acc.s2 = m.n.clone(), m.m2.clone()
+        acc.lo, acc.hi = m.min.clone(), m.max.clone()
+        acc.nonfinite, acc.zeros = m.nonfinite.clone(), m.zeros.clone()
+        return acc
+
+    def moments(self) -> Moments:
+        """The state as :class:`Moments` (mean and M2 recovered from the shifted sums)."""
+        shift = self.shift if self.shift is not None else torch.zeros_like(self.n)
+        safe = self.n.clamp_min(1.0)
+        mean = torch.where(self.n > 0, shift + self.s1 / safe, 0.0)
+        m2 = (self.s2 - self.s1 * self.s1 / safe).clamp_min(0.0)
+        return Moments(
+            self.n,
+            mean,
+            torch.where(self.n > 0, m2, 0.0),
+            self.lo.expand_as(self.n),
+            self.hi.expand_as(self.n),
+            self.nonfinite,
+            self.zeros,
+        )
+
+
+def _aminmax(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    if len(dims) == 1:
+        return torch.aminmax(x, dim=dims[0])
+    return x.amin(dims), x.amax(dims)
+
+
 class Gram(NamedTuple):
     """Streaming second-moment matrix of a feature vector, kept around a fixed shift.
 
@@ -282,6 +435,24 @@ def batch_gram(rows: Tensor, shift: Tensor) -> Gram:
         s=centred.sum(0),
         g=centred.T @ centred,
     )
+
+
+def add_gram_(state: Gram, rows: Tensor) -> None:
+    """Add one batch of *rows* (``[N, F]``) to *state* in place, around its shift.
+
+    Rows with a non-finite feature are left out (on CPU, a batch without any takes a fast
+    path with no masking).
+    """
+    rows = rows.detach().to(_F64)
+    if rows.device.type == "cpu" and bool(torch.isfinite(rows).all()):
+        centred = rows - state.shift
+        state.n.add_(float(rows.shape[0]))
+    else:
+        finite_rows = torch.isfinite(rows).all(dim=1, keepdim=True)
+        centred = torch.where(finite_rows, rows - state.shift, 0.0)
+        state.n.add_(finite_rows.sum(dtype=_F64))
+    state.s.add_(centred.sum(0))
+    state.g.addmm_(centred.T, centred)
 
 
 def merge_gram(a: Gram, b: Gram) -> Gram:

@@ -39,7 +39,7 @@ from torch.overrides import TorchFunctionMode
 from ..measurements import ActivationStats, Histogram
 from ..session._tracker import ModuleTracker
 from . import nonlinearities as nls
-from ._kernels import Moments, empty_moments, fast_moments, merge_moments, variance
+from ._kernels import Accumulator, Moments, variance
 
 __all__ = ["HIST_BINS", "HIST_RANGE", "ActivationMonitor", "Consumer", "Structure"]
 
@@ -204,7 +204,7 @@ class _Site:
     units: int
     exact: nls.Bounds | None
     near: nls.Bounds | None
-    moments: Moments
+    moments: Accumulator
     exact_count: Tensor
     near_count: Tensor
     hist: Tensor
@@ -475,7 +475,7 @@ class ActivationMonitor:
             units=units,
             exact=exact,
             near=near,
-            moments=empty_moments(units, self.device),
+            moments=Accumulator(units, self.device, masked=False, unit_range=False),
             exact_count=zeros,
             near_count=zeros.clone(),
             hist=torch.zeros(HIST_BINS, dtype=torch.float64, device=self.device),
@@ -515,7 +515,7 @@ class ActivationMonitor:
             else:
                 zd_flat = zd
                 dims = tuple(d for d in range(zd.dim()) if d != axis)
-            site.moments = merge_moments(site.moments, fast_moments(zd_flat, dims, weight))
+            site.moments.add(zd_flat, dims, weight=weight)
             if site.exact is not None and site.near is not None:
                 exact = _beyond(zd_flat, site.exact, dims, weight)
                 site.exact_count += exact
@@ -574,7 +574,7 @@ class ActivationMonitor:
         for site in self.sites.values():
             if site.calls == 0:
                 continue
-            m = site.moments
+            m = site.moments.moments()
             host = [
                 t.cpu()
                 for t in (
@@ -591,11 +591,15 @@ class ActivationMonitor:
             n, mean, var, lo, hi, exact, near, hist = (t.double().numpy() for t in host)
             total = float(n.sum())
             collapsed = _collapse_numpy(n, mean, var)
+            # units whose every measured value lies where the derivative is exactly zero:
+            # "dead" for rectifiers, "saturated" for tanh-like functions
             dead = stuck = 0
-            if site.nl.family == "rectifier" and site.exact is not None:
-                dead = int(((hi <= site.exact.lo) & (n > 0)).sum())
-            if site.nl.family == "saturating":
-                stuck = int(((exact >= n) & (n > 0)).sum())
+            if site.exact is not None:
+                all_flat = int(((exact >= n) & (n > 0)).sum())
+                if site.nl.family == "rectifier":
+                    dead = all_flat
+                elif site.nl.family == "saturating":
+                    stuck = all_flat
             rows = rows_exact = rows_near = None
             if site.rows is not None:
                 rows = float(site.rows.cpu())
@@ -730,19 +734,22 @@ def _beyond(
 
 def _collapse(site: _Site) -> None:
     """Turn per-unit state into site-level state (the unit count changed between calls)."""
-    m = site.moments
+    m = site.moments.moments()
     n_total = m.n.sum()
     safe = torch.where(n_total > 0, n_total, 1.0)
     mean = (m.n * m.mean).sum() / safe
     m2 = m.m2.sum() + (m.n * (m.mean - mean) ** 2).sum()
-    site.moments = Moments(
-        n=n_total.reshape(1),
-        mean=mean.reshape(1),
-        m2=m2.reshape(1),
-        min=m.min.amin().reshape(1),
-        max=m.max.amax().reshape(1),
-        nonfinite=m.nonfinite.sum().reshape(1),
-        zeros=m.zeros.sum().reshape(1),
+    site.moments = Accumulator.from_moments(
+        Moments(
+            n=n_total.reshape(1),
+            mean=mean.reshape(1),
+            m2=m2.reshape(1),
+            min=m.min.amin().reshape(1),
+            max=m.max.amax().reshape(1),
+            nonfinite=m.nonfinite.sum().reshape(1),
+            zeros=m.zeros.sum().reshape(1),
+        ),
+        masked=False,
     )
     site.exact_count = site.exact_count.sum().reshape(1)
     site.near_count = site.near_count.sum().reshape(1)

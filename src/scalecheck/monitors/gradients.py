@@ -42,6 +42,8 @@ class GradientMonitor:
         self._share_name: str | None = None
         self._share_features = 0
         self._share: Tensor | None = None
+        self._last_idx: list[int] = []
+        self._index = torch.zeros(0, dtype=torch.long, device=device)
 
     def watch_input_layer(self, names: set[str], features: int) -> None:
         """Mark the input layer's parameters; track per-feature gradient shares when the
@@ -66,16 +68,23 @@ class GradientMonitor:
             self._used[i] = True
         with torch.no_grad():
             norms = _norms(gs)
-            nonzero = _norms([_indicator(g) for g in gs], ord=1)
-            index = torch.tensor(idx, device=self.device)
-            self._norm2.index_add_(0, index, norms.to(torch.float64).square())
-            self._nonzero.index_add_(0, index, nonzero.to(torch.float64))
+            if idx != self._last_idx:
+                self._index = torch.tensor(idx, device=self.device)
+                self._last_idx = idx
+            self._norm2.index_add_(0, self._index, norms.to(torch.float64).square())
+            # exact zeros are counted at the input layer only (rules SC301/SC302 read them):
+            # counting them everywhere doubles the cost of this monitor on large models
+            watched = [k for k, i in enumerate(idx) if self.names[i] in self.input_layer]
+            if watched:
+                counts = _norms([_indicator(gs[k]) for k in watched], ord=1)
+                where = torch.tensor([idx[k] for k in watched], device=self.device)
+                self._nonzero.index_add_(0, where, counts.to(torch.float64))
             if self._share is not None and self._share_name is not None:
                 j = self.names.index(self._share_name)
                 g = grads[j]
                 if g is not None:
                     dims = tuple(d for d in range(g.dim()) if d != 1)
-                    self._share += g.detach().double().square().sum(dims)
+                    self._share += g.detach().float().square().sum(dims).double()
 
     def results(self) -> tuple[GradientStats, ...]:
         """Move the state to the host once and freeze it."""
@@ -116,7 +125,7 @@ class GradientMonitor:
                     weight_rms=wnorm / math.sqrt(numel) if numel else None,
                     ratio=gnorm / wnorm if (gnorm is not None and finite and wnorm > 0) else None,
                     zero_fraction=(1.0 - nonzero[i] / (numel * b))
-                    if used and finite and numel
+                    if used and finite and numel and name in self.input_layer
                     else None,
                     nonfinite=not finite,
                     input_layer=name in self.input_layer,

@@ -24,14 +24,11 @@ from torch import Tensor
 from ..errors import BatchError
 from ..measurements import FeatureStats, InputStats
 from ._kernels import (
+    Accumulator,
     Gram,
     Moments,
-    batch_gram,
+    add_gram_,
     empty_gram,
-    empty_moments,
-    masked_moments,
-    merge_gram,
-    merge_moments,
     variance,
 )
 
@@ -75,12 +72,12 @@ def feature_axis(x: Tensor, channels_first: bool) -> int | None:
 class _State:
     def __init__(self, plan: InputPlan, device: torch.device) -> None:
         f = plan.features
-        self.moments: Moments = empty_moments(f, device)
-        self.log_moments: Moments = empty_moments(f, device)
+        self.moments = Accumulator(f, device)
+        self.log_moments = Accumulator(f, device)
         self.gram_features = min(f, MAX_GRAM_FEATURES)
         self.gram: Gram | None = None
-        self.shift: Tensor | None = None
         self.samples = 0
+        self.log_wanted = True
 
 
 class InputMonitor:
@@ -154,24 +151,37 @@ class InputMonitor:
             and tuple(rows.shape[:2]) == tuple(valid.shape)
         ):
             mask = valid.reshape(*valid.shape, *([1] * (rows.dim() - 2)))
-        if state.shift is None:
-            first = masked_moments(rows.double(), dims, mask)  # exact, once
-            state.shift = torch.where(first.n > 0, first.mean, 0.0)
-        state.moments = merge_moments(
-            state.moments, masked_moments(rows, dims, mask, shift=state.shift)
-        )
-        logx = torch.where(rows > 0, rows.double().clamp_min(1e-300).log(), math.nan)
-        state.log_moments = merge_moments(state.log_moments, masked_moments(logx, dims, mask))
+        state.moments.add(rows, dims, mask)
+        if state.log_wanted:
+            self._add_log(state, rows, dims, mask)
         g_rows = rows.movedim(plan.axis, -1) if plan.axis is not None else rows
         if mask is not None:
             g_rows = torch.where(mask, g_rows.double(), math.nan)  # padded rows left out
         g_rows = g_rows.reshape(-1, plan.features)[:, : state.gram_features]
         if state.gram is None:
-            first = masked_moments(g_rows, (0,))
-            shift = torch.where(first.n > 0, first.mean, 0.0)
+            assert state.moments.shift is not None
+            shift = state.moments.shift[: state.gram_features].clone()
             state.gram = empty_gram(state.gram_features, self.device)._replace(shift=shift)
-        state.gram = merge_gram(state.gram, batch_gram(g_rows, state.gram.shift))
+        add_gram_(state.gram, g_rows)
         state.samples += x.shape[0] if x.dim() > 0 else 1
+
+    @staticmethod
+    def _add_log(state: _State, rows: Tensor, dims: tuple[int, ...], mask: Tensor | None) -> None:
+        """Moments of ``ln x`` (for the log-transform fix), while some feature may still be
+        strictly positive. Whether any is gets checked on the first batch (one read of one
+        value, on any device) and, on CPU where reading is free, after every batch; once
+        every feature has shown a value <= 0, the log moments are no longer computed."""
+        lowest = state.moments.lo
+        checkable = state.samples == 0 or rows.device.type == "cpu"
+        if checkable and not bool((lowest > 0).any()):
+            state.log_wanted = False
+            return
+        positive = rows > 0
+        if rows.device.type == "cpu" and mask is None and bool(positive.all()):
+            state.log_moments.add(rows.double().log(), dims)
+            return
+        logx = torch.where(positive, rows.double().clamp_min(1e-300).log(), math.nan)
+        state.log_moments.add(logx, dims, mask)
 
     def _layout(
         self, plan: InputPlan, x: Tensor, batch_index: int
@@ -218,7 +228,7 @@ class InputMonitor:
                     )
                 )
                 continue
-            features = _features(name, state.moments, state.log_moments)
+            features = _features(name, state.moments.moments(), state.log_moments.moments())
             kappa = kappa_std = None
             if state.gram is not None:
                 kappa, kappa_std = kappa_from_gram(state.gram)
@@ -226,7 +236,9 @@ class InputMonitor:
             seen_kappa = None
             seen_state = self._seen.get(name)
             if seen_state is not None and seen_state.samples > 0:
-                seen = _features(name, seen_state.moments, seen_state.log_moments)
+                seen = _features(
+                    name, seen_state.moments.moments(), seen_state.log_moments.moments()
+                )
                 if seen_state.gram is not None:
                     seen_kappa = kappa_from_gram(seen_state.gram)[0]
             out.append(

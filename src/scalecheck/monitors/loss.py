@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .._validation import call_description, describe
 from ..errors import LossError
 from ..measurements import FeatureStats, LossStats
-from ._kernels import Moments, fast_moments, masked_moments, merge_moments, variance
+from ._kernels import Accumulator, Moments, variance
 
 __all__ = ["LossMonitor", "prediction_of"]
 
@@ -91,8 +91,8 @@ class LossMonitor:
         self.description = ""
         self._baseline_kind: str | None = None  # "mse", "mse_sum", "ce", "bce"
         self._values: list[Tensor] = []
-        self._targets: Moments | None = None
-        self._preds: Moments | None = None
+        self._targets: Accumulator | None = None
+        self._preds: Accumulator | None = None
         self._labels: Tensor | None = None
         self._reshaped = False
 
@@ -282,12 +282,14 @@ class LossMonitor:
                 t = targets.detach().reshape(n, -1)
                 if t.shape[1] > MAX_COLUMNS:
                     return
-                m = masked_moments(t, (0,))
-                self._targets = m if self._targets is None else merge_moments(self._targets, m)
+                if self._targets is None:
+                    self._targets = Accumulator(t.shape[1], self.device)
+                self._targets.add(t, (0,))
                 if pred.numel() == targets.numel():
                     p = pred.detach().reshape(n, -1)
-                    pm = fast_moments(p, (0,))
-                    self._preds = pm if self._preds is None else merge_moments(self._preds, pm)
+                    if self._preds is None:
+                        self._preds = Accumulator(p.shape[1], self.device, masked=False)
+                    self._preds.add(p, (0,))
             elif self._baseline_kind == "ce" and pred is not None and pred.dim() >= 2:
                 classes = pred.shape[1]
                 labels = targets.detach().reshape(-1).long()
@@ -312,10 +314,10 @@ class LossMonitor:
         pred_spread = target_spread = None
         targets: tuple[FeatureStats, ...] = ()
         if self._targets is not None:
-            target_spread = _mean_std(self._targets)
-            targets = _columns(self._targets)
+            target_spread = _mean_std(self._targets.moments())
+            targets = _columns(self._targets.moments())
         if self._preds is not None:
-            pred_spread = _mean_std(self._preds)
+            pred_spread = _mean_std(self._preds.moments())
         return LossStats(
             kind=self.kind,
             description=self.description,
@@ -331,7 +333,7 @@ class LossMonitor:
 
     def _baseline(self, batches: int) -> tuple[float | None, str | None]:
         if self._baseline_kind in ("mse", "mse_sum") and self._targets is not None:
-            m = self._targets
+            m = self._targets.moments()
             n = float(m.n.sum())
             if n <= 0:
                 return None, None
@@ -340,7 +342,7 @@ class LossMonitor:
                 return total_m2 / max(batches, 1), "always predicting the mean target (sum)"
             return total_m2 / n, "always predicting the mean target (the targets' variance)"
         if self._baseline_kind == "bce" and self._targets is not None:
-            mean = self._targets.mean.cpu().double()
+            mean = self._targets.moments().mean.cpu().double()
             p = mean.clamp(1e-12, 1 - 1e-12)
             h = -(p * p.log() + (1 - p) * (1 - p).log())
             return float(h.mean()), "always predicting the mean label (its binary entropy)"

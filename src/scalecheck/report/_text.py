@@ -175,7 +175,9 @@ def _evidence(report: Report) -> list[str]:
                     num(g.grad_norm),
                     num(g.weight_norm),
                     num(g.ratio),
-                    pct(g.zero_fraction) if g.used else "unused",
+                    "unused"
+                    if not g.used
+                    else (pct(g.zero_fraction) if g.zero_fraction is not None else ""),
                     "<- input layer" if g.input_layer else "",
                 ]
             )
