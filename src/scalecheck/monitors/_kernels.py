@@ -30,9 +30,11 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "FLUSH_ELEMENTS",
     "Accumulator",
     "Gram",
     "Moments",
+    "Pending",
     "add_gram_",
     "batch_gram",
     "empty_gram",
@@ -244,6 +246,78 @@ def variance(m: Moments) -> Tensor:
     return m.m2 / torch.where(m.n > 0, m.n, 1.0)
 
 
+#: Small batches are reduced together once this many elements have been collected (per
+#: stream): 64k float32 values, 256 KiB. On a tiny model each tensor operation's dispatch
+#: costs more than its arithmetic, so reducing 16 batches of 4 rows at once is ~16x cheaper
+#: than reducing each; memory stays bounded by this constant, whatever the batch count.
+FLUSH_ELEMENTS = 1 << 16
+
+
+class Pending:
+    """Tensors of the same trailing shape waiting to be reduced together.
+
+    ``push`` stores one batch's tensors (positionally: e.g. values and padding weights);
+    ``take`` concatenates them along dimension 0 and empties the buffer. A tensor that is
+    large by itself is never buffered (the caller reduces it at once), and batches whose
+    companions differ in kind (a padding weight present or not) are never mixed.
+
+    Example:
+        >>> p = Pending()
+        >>> p.accepts(torch.zeros(4, 3), None)
+        True
+        >>> p.push(torch.zeros(4, 3), None)
+        >>> p.push(torch.ones(2, 3), None)
+        >>> [tuple(t.shape) if t is not None else None for t in p.take()]
+        [(6, 3), None]
+    """
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Tensor | None, ...]] = []
+        self.numel = 0
+        self.key: tuple[object, ...] | None = None
+
+    @staticmethod
+    def _key(x: Tensor, extra: tuple[Tensor | None, ...]) -> tuple[object, ...]:
+        return (
+            tuple(x.shape[1:]),
+            x.dtype,
+            tuple(None if e is None else (tuple(e.shape[1:]), e.dtype) for e in extra),
+        )
+
+    def accepts(self, x: Tensor, *extra: Tensor | None) -> bool:
+        """Whether *x* (with *extra*) may join the buffer: small, and of the same kind."""
+        return (
+            x.dim() >= 1
+            and x.numel() < FLUSH_ELEMENTS
+            and (self.key is None or self._key(x, extra) == self.key)
+        )
+
+    @property
+    def full(self) -> bool:
+        """True once the buffer holds enough elements to be worth reducing."""
+        return self.numel >= FLUSH_ELEMENTS
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def push(self, x: Tensor, *extra: Tensor | None) -> None:
+        """Store one batch (*x* and tensors that go with it, each of *x*'s length)."""
+        self.items.append((x, *extra))
+        self.numel += x.numel()
+        self.key = self._key(x, extra)
+
+    def take(self) -> list[Tensor | None]:
+        """The buffered tensors concatenated along dimension 0 (empties the buffer)."""
+        out: list[Tensor | None] = []
+        for col in zip(*self.items, strict=True):
+            if col[0] is None:
+                out.append(None)
+            else:
+                out.append(col[0] if len(col) == 1 else torch.cat(col, 0))  # type: ignore[arg-type]
+        self.items, self.numel, self.key = [], 0, None
+        return out
+
+
 class Accumulator:
     """Running per-feature moments as shifted sums: a few in-place adds per batch.
 
@@ -390,8 +464,8 @@ class Accumulator:
 
 
 def _aminmax(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    if len(dims) == 1:
-        return torch.aminmax(x, dim=dims[0])
+    # amin and amax separately: on CPU torch.aminmax along a strided dimension is 4x slower
+    # than the two reductions (measured: 329 vs 73 us on a [256, 784] float32 tensor)
     return x.amin(dims), x.amax(dims)
 
 

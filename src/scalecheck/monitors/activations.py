@@ -10,7 +10,8 @@ statistics of the values that go into the nonlinearity:
 - how many values lie where the derivative is *exactly* zero in the dtype computed in, and
   how many in the near-saturated band (:mod:`.nonlinearities`);
 - for softmax, how many rows have a maximum probability of exactly 1 (and above 1 - 1e-6);
-- a histogram of ``asinh(z)`` over a fixed random sample of each call's values.
+- a histogram of ``asinh(z)`` over a fixed random sample of the values of each site's
+  first calls.
 
 On the first batch only, the mode also traces how the model's inputs flow into the network
 (:class:`Structure`): which parametrized operation consumes each input first (the *input
@@ -39,16 +40,19 @@ from torch.overrides import TorchFunctionMode
 from ..measurements import ActivationStats, Histogram
 from ..session._tracker import ModuleTracker
 from . import nonlinearities as nls
-from ._kernels import Accumulator, Moments, variance
+from ._kernels import Accumulator, Moments, Pending, variance
 
-__all__ = ["HIST_BINS", "HIST_RANGE", "ActivationMonitor", "Consumer", "Structure"]
+__all__ = ["HIST_BINS", "HIST_CALLS", "HIST_RANGE", "ActivationMonitor", "Consumer", "Structure"]
 
 #: Histogram of asinh(z) over [-HIST_RANGE, HIST_RANGE] in HIST_BINS bins
 #: (asinh(16) covers |z| up to 4.4e6; values beyond land in the edge bins).
 HIST_BINS = 64
 HIST_RANGE = 16.0
-#: Values sampled per call for the histogram (fixed random positions, seeded).
+#: Values sampled per call for the histogram (fixed random positions, seeded), over the
+#: first HIST_CALLS calls of each site: enough for a picture of the distribution, at a
+#: cost that stays flat however many batches are measured.
 HIST_SAMPLE = 4096
+HIST_CALLS = 8
 #: Per-unit statistics are kept for at most this many units per site; wider sites keep
 #: site-level statistics only.
 MAX_UNITS = 8192
@@ -213,6 +217,9 @@ class _Site:
     rows: Tensor | None = None
     rows_exact: Tensor | None = None
     rows_near: Tensor | None = None
+    pending: Pending = field(default_factory=Pending)
+    pending_calls: int = 0
+    top_pending: Pending = field(default_factory=Pending)
 
 
 class ActivationMonitor:
@@ -313,7 +320,10 @@ class ActivationMonitor:
 
     # -- observation ----------------------------------------------------------------------
     def before(
-        self, nl: nls.Nonlinearity, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        nl: nls.Nonlinearity,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> str | None:
         """Measure the input of an elementwise nonlinearity; returns the site name."""
         z = args[0]
@@ -349,16 +359,16 @@ class ActivationMonitor:
         if site is None:
             site = self._new_site(name, nl, z, (), dim=dim)
         self._update(site, z)
-        probs = out.detach()
-        top = probs.amax(dim) if probs.dim() > 0 else probs
-        below_one = 1.0 - torch.finfo(probs.dtype).eps / 2  # the largest value below 1
         with torch.no_grad():
-            exact = (top - below_one).relu_().sign_().sum(dtype=torch.float32)
-            near = (top - (1.0 - _SOFTMAX_NEAR)).relu_().sign_().sum(dtype=torch.float32)
-        assert site.rows is not None and site.rows_exact is not None and site.rows_near is not None
-        site.rows += top.numel()
-        site.rows_exact += exact.to(torch.float64)
-        site.rows_near += near.to(torch.float64)
+            probs = out.detach()
+            top = probs.amax(dim) if probs.dim() > 0 else probs.reshape(1)
+            if top.dim() == 0:
+                top = top.reshape(1)
+            if not site.top_pending.accepts(top.reshape(-1)):
+                self._flush(site)
+            site.top_pending.push(top.reshape(-1))
+            if site.top_pending.full:
+                self._flush(site)
 
     def layer_call(self, func: Any) -> tuple[str, Any, int] | None:
         """Count a call of a layer operation; returns its key ``(module, func, index)``."""
@@ -498,15 +508,51 @@ class ActivationMonitor:
         return 1 if self._layout == "first" else z.dim() - 1
 
     def _update(self, site: _Site, z: Tensor) -> None:
+        """Add one call's pre-activations to *site*.
+
+        Small calls are copied into a buffer (:class:`~scalecheck.monitors._kernels.Pending`)
+        and reduced together; a large one is reduced at once. Either way the values are
+        taken before the call runs, so an in-place nonlinearity cannot overwrite them.
+        """
         if z.numel() == 0:
             return
-        with torch.no_grad(), _no_autocast(z):
+        with torch.no_grad():
             zd = z.detach()
+            weight = self._padding_weight(zd, site.axis)
+            if site.pending.accepts(zd, weight):
+                # a copy: the model may still overwrite this tensor in place (an in-place
+                # nonlinearity is about to); copying a small tensor is cheap
+                site.pending.push(zd.clone(), weight)
+                site.pending_calls += 1
+                if site.pending.full:
+                    self._flush(site)
+                return
+            self._flush(site)
+            self._process(site, zd, weight, 1)
+
+    def _flush(self, site: _Site) -> None:
+        with torch.no_grad():
+            if site.pending:
+                zd, weight = site.pending.take()
+                assert zd is not None
+                calls, site.pending_calls = site.pending_calls, 0
+                self._process(site, zd, weight, calls)
+            if site.top_pending:
+                (top,) = site.top_pending.take()
+                assert top is not None and site.rows is not None
+                below_one = 1.0 - torch.finfo(top.dtype).eps / 2  # the largest value below 1
+                exact = (top - below_one).clamp_(min=0).sign_().sum(dtype=torch.float64)
+                near = (top - (1.0 - _SOFTMAX_NEAR)).clamp_(min=0).sign_().sum(dtype=torch.float64)
+                site.rows += top.numel()
+                site.rows_exact += exact  # type: ignore[operator]
+                site.rows_near += near  # type: ignore[operator]
+
+    def _process(self, site: _Site, zd: Tensor, weight: Tensor | None, calls: int) -> None:
+        with _no_autocast(zd):
             axis = site.axis
             if axis is not None and (zd.dim() <= axis or zd.shape[axis] != site.units):
                 _collapse(site)
                 axis = None
-            weight = self._padding_weight(zd, axis)
             if axis is None:
                 zd_flat = zd.reshape(-1, 1)
                 dims: tuple[int, ...] = (0,)
@@ -524,8 +570,9 @@ class ActivationMonitor:
                     exact if site.near == site.exact else _beyond(zd_flat, site.near, dims, weight)
                 )
                 site.near_count += near
-            site.hist += self._histogram(site, zd, weight)
-            site.calls += 1
+            if site.calls < HIST_CALLS:
+                site.hist += self._histogram(site, zd, weight)
+            site.calls += calls
 
     def _padding_weight(self, z: Tensor, axis: int | None) -> Tensor | None:
         """A 0/1 weight leaving out padded positions, when this batch has a padding mask
@@ -570,6 +617,8 @@ class ActivationMonitor:
     # -- results ------------------------------------------------------------------------
     def results(self) -> tuple[ActivationStats, ...]:
         """Move the state to the host once and freeze it into measurement records."""
+        for site in self.sites.values():
+            self._flush(site)
         out = []
         for site in self.sites.values():
             if site.calls == 0:
@@ -716,7 +765,8 @@ def _beyond(
         return torch.zeros((), dtype=torch.float64, device=z.device)
 
     def count(t: Tensor) -> Tensor:
-        t = t.relu_().sign_()
+        """Count the positive entries of a fresh tensor *t* (clobbered)."""
+        t = t.clamp_(min=0).sign_()
         if weight is not None:
             t = t * weight
         return t.sum(dims, dtype=torch.float32)
@@ -727,7 +777,13 @@ def _beyond(
         counts = torch.zeros((), dtype=torch.float32, device=z.device)
         if not math.isinf(hi):
             counts = counts + count(z - hi)
-        if not math.isinf(lo):
+        if lo == 0:
+            # relu-like: z < 0, counted as -sign(min(z, 0)) without a subtraction
+            below = z.clamp(max=0).sign_()
+            if weight is not None:
+                below = below * weight
+            counts = counts - below.sum(dims, dtype=torch.float32)
+        elif not math.isinf(lo):
             counts = counts + count(lo - z)
     return counts.to(torch.float64)
 

@@ -27,6 +27,7 @@ from ._kernels import (
     Accumulator,
     Gram,
     Moments,
+    Pending,
     add_gram_,
     empty_gram,
     variance,
@@ -77,7 +78,9 @@ class _State:
         self.gram_features = min(f, MAX_GRAM_FEATURES)
         self.gram: Gram | None = None
         self.samples = 0
+        self.reductions = 0
         self.log_wanted = True
+        self.pending = Pending()
 
 
 class InputMonitor:
@@ -151,6 +154,34 @@ class InputMonitor:
             and tuple(rows.shape[:2]) == tuple(valid.shape)
         ):
             mask = valid.reshape(*valid.shape, *([1] * (rows.dim() - 2)))
+        state.samples += x.shape[0] if x.dim() > 0 else 1
+        if state.pending.accepts(rows, mask):
+            # small batches are copied (the loader may reuse its buffers) and reduced
+            # together: see Pending
+            state.pending.push(rows.clone(), mask)
+            if state.pending.full:
+                self._flush(plan, state)
+            return
+        self._flush(plan, state)
+        self._reduce(plan, state, rows, dims, mask)
+
+    def _flush(self, plan: InputPlan, state: _State) -> None:
+        if state.pending:
+            rows, mask = state.pending.take()
+            assert rows is not None
+            dims = (
+                (0,) if plan.axis is None else tuple(d for d in range(rows.dim()) if d != plan.axis)
+            )
+            self._reduce(plan, state, rows, dims, mask)
+
+    def _reduce(
+        self,
+        plan: InputPlan,
+        state: _State,
+        rows: Tensor,
+        dims: tuple[int, ...],
+        mask: Tensor | None,
+    ) -> None:
         state.moments.add(rows, dims, mask)
         if state.log_wanted:
             self._add_log(state, rows, dims, mask)
@@ -163,7 +194,7 @@ class InputMonitor:
             shift = state.moments.shift[: state.gram_features].clone()
             state.gram = empty_gram(state.gram_features, self.device)._replace(shift=shift)
         add_gram_(state.gram, g_rows)
-        state.samples += x.shape[0] if x.dim() > 0 else 1
+        state.reductions += 1
 
     @staticmethod
     def _add_log(state: _State, rows: Tensor, dims: tuple[int, ...], mask: Tensor | None) -> None:
@@ -172,7 +203,7 @@ class InputMonitor:
         value, on any device) and, on CPU where reading is free, after every batch; once
         every feature has shown a value <= 0, the log moments are no longer computed."""
         lowest = state.moments.lo
-        checkable = state.samples == 0 or rows.device.type == "cpu"
+        checkable = state.reductions == 0 or rows.device.type == "cpu"
         if checkable and not bool((lowest > 0).any()):
             state.log_wanted = False
             return
@@ -204,6 +235,10 @@ class InputMonitor:
         transformed_by: dict[str, list[str]],
     ) -> tuple[InputStats, ...]:
         """Move the state to the host once and freeze it."""
+        for name, state in self._states.items():
+            self._flush(self.plans[name], state)
+        for name, state in self._seen.items():
+            self._flush(self._seen_plans[name], state)
         out = []
         for name, plan in self.plans.items():
             module, op = consumers.get(name, (None, None))
@@ -235,7 +270,7 @@ class InputMonitor:
             seen: tuple[FeatureStats, ...] = ()
             seen_kappa = None
             seen_state = self._seen.get(name)
-            if seen_state is not None and seen_state.samples > 0:
+            if seen_state is not None and seen_state.reductions > 0:
                 seen = _features(
                     name, seen_state.moments.moments(), seen_state.log_moments.moments()
                 )

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .._validation import call_description, describe
 from ..errors import LossError
 from ..measurements import FeatureStats, LossStats
-from ._kernels import Accumulator, Moments, variance
+from ._kernels import Accumulator, Moments, Pending, variance
 
 __all__ = ["LossMonitor", "prediction_of"]
 
@@ -91,6 +91,7 @@ class LossMonitor:
         self.description = ""
         self._baseline_kind: str | None = None  # "mse", "mse_sum", "ce", "bce"
         self._values: list[Tensor] = []
+        self._pending = Pending()
         self._targets: Accumulator | None = None
         self._preds: Accumulator | None = None
         self._labels: Tensor | None = None
@@ -105,7 +106,7 @@ class LossMonitor:
         loss = self._loss(output, pred, targets, batch_index)
         if self.track:
             self._track(pred, targets)
-            self._values.append(loss.detach().to(torch.float64))
+            self._values.append(loss.detach())
         return loss
 
     def value(self, output: Any, targets: Any, batch_index: int) -> Tensor:
@@ -284,12 +285,17 @@ class LossMonitor:
                     return
                 if self._targets is None:
                     self._targets = Accumulator(t.shape[1], self.device)
-                self._targets.add(t, (0,))
-                if pred.numel() == targets.numel():
-                    p = pred.detach().reshape(n, -1)
-                    if self._preds is None:
-                        self._preds = Accumulator(p.shape[1], self.device, masked=False)
-                    self._preds.add(p, (0,))
+                p = pred.detach().reshape(n, -1) if pred.numel() == targets.numel() else None
+                if p is not None and self._preds is None:
+                    self._preds = Accumulator(p.shape[1], self.device, masked=False)
+                if not self._pending.accepts(t, p):
+                    self._flush()
+                if self._pending.accepts(t, p):
+                    self._pending.push(t.clone(), p.clone() if p is not None else None)
+                    if self._pending.full:
+                        self._flush()
+                else:
+                    self._reduce(t, p)
             elif self._baseline_kind == "ce" and pred is not None and pred.dim() >= 2:
                 classes = pred.shape[1]
                 labels = targets.detach().reshape(-1).long()
@@ -301,11 +307,24 @@ class LossMonitor:
                     0, safe.to(self._labels.device), valid.to(torch.float64).to(self._labels.device)
                 )
 
+    def _flush(self) -> None:
+        if self._pending:
+            t, p = self._pending.take()
+            assert t is not None
+            self._reduce(t, p)
+
+    def _reduce(self, t: Tensor, p: Tensor | None) -> None:
+        assert self._targets is not None
+        self._targets.add(t, (0,))
+        if p is not None and self._preds is not None:
+            self._preds.add(p, (0,))
+
     def results(self) -> LossStats | None:
         """Move the state to the host once and freeze it."""
+        self._flush()
         if self.kind is None:
             return None
-        values = torch.stack(self._values).cpu().tolist() if self._values else []
+        values = torch.stack(self._values).double().cpu().tolist() if self._values else []
         per_batch = tuple(v if math.isfinite(v) else None for v in values)
         finite = [v for v in values if math.isfinite(v)]
         nonfinite = len(finite) < len(values)

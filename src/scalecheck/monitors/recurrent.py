@@ -13,8 +13,9 @@ input, its initial state and its output sequence (the hidden state at every step
 For a single-layer module the hidden states are the module's output: the gates are exact and
 cost two matrix products. For deeper modules the inner layers' hidden states are recomputed
 with one no-grad pass of the same kernel per inner layer (without inter-layer dropout).
-Padding is excluded: positions beyond each sequence's length (PackedSequence) are left out
-of every statistic. Gates are reported as call sites ``module:lstm.l0.forget_gate``; layer 0
+Gates are measured at up to :data:`MAX_STEPS` evenly spaced time steps per sequence. Padding
+is excluded: positions beyond each sequence's length (PackedSequence) are left out of every
+statistic. Gates are reported as call sites ``module:lstm.l0.forget_gate``; layer 0
 of the module that receives the model's input is marked as the input layer.
 """
 
@@ -29,7 +30,12 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from .activations import ActivationMonitor
 
-__all__ = ["RecurrentMonitor"]
+__all__ = ["MAX_STEPS", "RecurrentMonitor"]
+
+#: Gates are measured at up to this many evenly spaced time steps of each sequence: the
+#: statistics of neighbouring steps are nearly the same, and the cost then no longer grows
+#: with the sequence length (the hidden states are still taken at every step).
+MAX_STEPS = 16
 
 _GATES = {
     "LSTM": (
@@ -112,6 +118,7 @@ class RecurrentMonitor:
         out_size = out.shape[-1] // dirs
         layer_input = x.to(out.dtype) if x.is_floating_point() else x.float()
         consumer = path in {c.module for c in self.activations.structure.consumers.values()}
+        steps = _sampled_steps(t, x.device)
         for layer in range(module.num_layers):
             if layer == module.num_layers - 1:
                 layer_out = out
@@ -126,19 +133,30 @@ class RecurrentMonitor:
                 w_hh = getattr(module, f"weight_hh_l{layer}{sfx}")
                 b_ih = getattr(module, f"bias_ih_l{layer}{sfx}", None)
                 b_hh = getattr(module, f"bias_hh_l{layer}{sfx}", None)
-                gx = torch.nn.functional.linear(layer_input, w_ih, b_ih)
-                gh = torch.nn.functional.linear(prev, w_hh, b_hh)
+                xs, ps, ms = layer_input, prev, mask
+                if steps is not None:
+                    xs, ps = xs[:, steps], ps[:, steps]
+                    ms = ms[:, steps] if ms is not None else None
+                gx = torch.nn.functional.linear(xs, w_ih, b_ih)
+                gh = torch.nn.functional.linear(ps, w_hh, b_hh)
                 where = f"{kind.lower()}.l{layer}{sfx}"
                 is_input = consumer and layer == 0
-                if mask is not None:
-                    gx, gh = gx[mask], gh[mask]
+                if ms is not None:
+                    gx, gh = gx[ms], gh[ms]
                 else:
-                    gx, gh = gx.reshape(n * t, -1), gh.reshape(n * t, -1)
+                    gx, gh = gx.reshape(-1, gx.shape[-1]), gh.reshape(-1, gh.shape[-1])
                 for gate, fn, z in _gates(kind, module, gx, gh):
                     self.activations.observe(
                         f"{path}:{where}.{gate}", path, fn, z, fed_by=path if is_input else None
                     )
             layer_input = layer_out
+
+
+def _sampled_steps(t: int, device: torch.device) -> Tensor | None:
+    """Up to MAX_STEPS evenly spaced time steps (None: all of them)."""
+    if t <= MAX_STEPS:
+        return None
+    return torch.linspace(0, t - 1, MAX_STEPS, device=device).round().long().unique()
 
 
 def _gates(kind: str, module: nn.RNNBase, gx: Tensor, gh: Tensor) -> list[tuple[str, str, Tensor]]:
