@@ -26,7 +26,6 @@ with the device: numbers reach the host once, in :meth:`ActivationMonitor.result
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -288,16 +287,6 @@ class ActivationMonitor:
         self._layer_calls = {}
         self._raw.clear()
         self._first.clear()
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Run scalecheck's own tensor code inside a forward without measuring it."""
-        enabled, tracing = self.enabled, self.tracing
-        self.enabled = self.tracing = False
-        try:
-            yield
-        finally:
-            self.enabled, self.tracing = enabled, tracing
 
     def observe(
         self, name: str, module: str, function: str, z: Tensor, fed_by: str | None = None

@@ -1,8 +1,9 @@
 """Gate pre-activations of ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN``.
 
 Their gates run inside fused kernels that no function hook sees, so a forward hook on each
-recurrent module recomputes the gate pre-activations from the module's own weights, its
-input, its initial state and its output sequence (the hidden state at every step):
+recurrent module remembers the call, and after the forward (outside the TorchFunctionMode)
+the gate pre-activations are recomputed from the module's own weights, its input, its
+initial state and its output sequence (the hidden state at every step):
 
 - LSTM: ``W_ih x_t + b_ih + W_hh h_{t-1} + b_hh``, split into the input, forget, cell and
   output gates (sigmoid, sigmoid, tanh, sigmoid);
@@ -62,6 +63,7 @@ class RecurrentMonitor:
     ) -> None:
         self.activations = activations
         self.modules = 0
+        self._calls: list[tuple[str, nn.RNNBase, tuple[Any, ...], dict[str, Any], Any]] = []
         for name, module in model.named_modules():
             if isinstance(module, (nn.LSTM, nn.GRU, nn.RNN)):
                 handle = module.register_forward_hook(
@@ -74,16 +76,25 @@ class RecurrentMonitor:
         def hook(
             module: nn.RNNBase, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
         ) -> None:
-            mon = self.activations
+            # Only remember the call: the gates are computed after the forward, outside the
+            # TorchFunctionMode, whose Python dispatch would otherwise tax every operation.
+            if self.activations.enabled:
+                self._calls.append((path, module, args, dict(kwargs), output))
+
+        return hook
+
+    def run(self) -> None:
+        """Measure the gates of the recurrent calls of the forward that just ended."""
+        calls, self._calls = self._calls, []
+        mon = self.activations
+        for path, module, args, kwargs, output in calls:
             if not mon.enabled:
                 return
             try:
-                with mon.paused(), torch.no_grad():
+                with torch.no_grad():
                     self._measure(path, module, args, kwargs, output)
-            except Exception as exc:  # never break the user's forward
+            except Exception as exc:  # a bug of ours: reported as SC001, never raised
                 mon._fail(exc)
-
-        return hook
 
     def _measure(
         self,

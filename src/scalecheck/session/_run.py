@@ -100,7 +100,7 @@ def run_session(
             trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
             param_names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
             activations = ActivationMonitor(tracker, param_names, device, seed, on_error)
-            RecurrentMonitor(model, activations, stack)
+            recurrent = RecurrentMonitor(model, activations, stack)
             inputs = InputMonitor(device)
             gradients = GradientMonitor(trainable, device)
             losses = LossMonitor(loss_fn, device)
@@ -120,6 +120,7 @@ def run_session(
                 with torch.enable_grad():
                     with activations.watch(call.inputs, trace=index == 0, batch_index=index):
                         output = _forward(model, call, index, tracker)
+                    recurrent.run()
                     activations.end_forward()
                     if index == 0:
                         _plan(call, activations, inputs, gradients, index)
