@@ -169,3 +169,40 @@ def test_padding_mask_leaves_positions_out():
     m = masked_moments(x, (0, 1), valid)
     assert m.n.tolist() == [3.0] and m.nonfinite.tolist() == [0.0]
     assert m.mean.tolist() == [2.0] and m.max.tolist() == [3.0]
+
+
+@given(data_and_splits(), st.booleans())
+def test_accumulator_streams_exactly_like_numpy(case, as_float32):
+    """The monitors' running state (shifted sums, buffered or not) equals numpy on the
+    concatenation, whatever the split into batches."""
+    from scalecheck.monitors._kernels import Accumulator
+
+    x, cuts = case
+    x = x.copy()
+    x[::3, 0] = 0.0  # some exact zeros
+    data = x.astype(np.float32) if as_float32 else x
+    acc = Accumulator(x.shape[1])
+    for part in np.split(data, cuts):
+        if len(part):
+            acc.add(torch.from_numpy(part), (0,))
+    m = acc.moments()
+    ref = data.astype(np.float64)
+    scale = 1 + np.abs(ref).max()
+    np.testing.assert_allclose(m.mean.numpy(), ref.mean(0), rtol=1e-6, atol=1e-7 * scale)
+    np.testing.assert_allclose(np.sqrt(variance(m).numpy()), ref.std(0), rtol=1e-4,
+                               atol=1e-6 * scale)
+    np.testing.assert_array_equal(m.min.numpy(), ref.min(0))
+    np.testing.assert_array_equal(m.max.numpy(), ref.max(0))
+    np.testing.assert_array_equal(m.zeros.numpy(), (ref == 0).sum(0))
+    assert m.n.tolist() == [float(len(x))] * x.shape[1]
+
+
+def test_accumulator_masks_non_finite_batches():
+    from scalecheck.monitors._kernels import Accumulator
+
+    acc = Accumulator(1)
+    acc.add(torch.tensor([[1.0], [2.0]]), (0,))
+    acc.add(torch.tensor([[float("nan")], [3.0], [float("inf")]]), (0,))
+    m = acc.moments()
+    assert m.n.tolist() == [3.0] and m.nonfinite.tolist() == [2.0]
+    assert m.mean.tolist() == [2.0] and m.max.tolist() == [3.0]
