@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,26 +49,36 @@ def reference_mlp(k: int) -> Workload:
 
 def mlp784(k: int) -> Workload:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                          nn.Linear(512, 10))
+    model = nn.Sequential(
+        nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
+    )
     g = _gen(1)
-    batches = [(torch.randn(256, 784, generator=g), torch.randint(0, 10, (256,), generator=g))
-               for _ in range(k)]
+    batches = [
+        (torch.randn(256, 784, generator=g), torch.randint(0, 10, (256,), generator=g))
+        for _ in range(k)
+    ]
     return model, batches, F.cross_entropy
 
 
 def cnn(k: int) -> Workload:
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(32, 10),
     )
     g = _gen(2)
-    batches = [(torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,),
-                                                                         generator=g))
-               for _ in range(k)]
+    batches = [
+        (torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g))
+        for _ in range(k)
+    ]
     return model, batches, F.cross_entropy
 
 
@@ -88,8 +97,9 @@ def lstm(k: int) -> Workload:
     torch.manual_seed(0)
     model = _LSTMRegressor()
     g = _gen(3)
-    batches = [(torch.randn(32, 50, 32, generator=g), torch.randn(32, 1, generator=g))
-               for _ in range(k)]
+    batches = [
+        (torch.randn(32, 50, 32, generator=g), torch.randn(32, 1, generator=g)) for _ in range(k)
+    ]
     return model, batches, F.mse_loss
 
 
@@ -108,8 +118,9 @@ def transformer(k: int) -> Workload:
     torch.manual_seed(0)
     model = _Encoder()
     g = _gen(4)
-    batches = [(torch.randn(32, 64, 128, generator=g), torch.randn(32, 1, generator=g))
-               for _ in range(k)]
+    batches = [
+        (torch.randn(32, 64, 128, generator=g), torch.randn(32, 1, generator=g)) for _ in range(k)
+    ]
     return model, batches, F.mse_loss
 
 
@@ -169,15 +180,39 @@ def measure(name: str, k: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _memory_child(name: str, k: int, mode: str) -> None:
+    """Peak resident memory during one run, above the memory held before it (a thread
+    samples /proc/self/statm every 0.5 ms: ru_maxrss cannot be reset after the setup)."""
+    import threading
+
     model, batches, loss_fn = WORKLOADS[name](k)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if mode == "plain":
+        plain(model, batches[:1], loss_fn)  # first-call allocations, as for diagnose below
+    else:
+        run_diagnose(model, batches[:1], loss_fn)
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     if mode == "plain":
         plain(model, batches, loss_fn)
     else:
         run_diagnose(model, batches, loss_fn)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"base_kb": base, "peak_kb": peak}))
+    done.set()
+    sampler.join()
+    print(json.dumps({"base_kb": base // 1024, "peak_kb": peak[0] // 1024}))
 
 
 def memory(name: str, k: int) -> dict[str, float]:
@@ -185,12 +220,18 @@ def memory(name: str, k: int) -> dict[str, float]:
     for mode in ("plain", "diagnose"):
         proc = subprocess.run(
             [sys.executable, __file__, "--memory-child", name, str(k), mode],
-            capture_output=True, text=True, check=True, env={**os.environ},
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ},
         )
         data = json.loads(proc.stdout.strip().splitlines()[-1])
         out[mode] = (data["peak_kb"] - data["base_kb"]) / 1024
-    return {"plain_mb": out["plain"], "diagnose_mb": out["diagnose"],
-            "extra_mb": out["diagnose"] - out["plain"]}
+    return {
+        "plain_mb": out["plain"],
+        "diagnose_mb": out["diagnose"],
+        "extra_mb": out["diagnose"] - out["plain"],
+    }
 
 
 def trial_cost(repeats: int) -> dict[str, float]:
@@ -205,9 +246,11 @@ def trial_cost(repeats: int) -> dict[str, float]:
         for trial in order:
             t = _time(lambda trial=trial: scalecheck.diagnose(model, loader, trial=trial))
             (with_trial if trial else without).append(t)
-    return {"without_trial_s": statistics.median(without),
-            "with_trial_s": statistics.median(with_trial),
-            "trial_adds_s": statistics.median(with_trial) - statistics.median(without)}
+    return {
+        "without_trial_s": statistics.median(without),
+        "with_trial_s": statistics.median(with_trial),
+        "trial_adds_s": statistics.median(with_trial) - statistics.median(without),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,10 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         name, k, mode = args.memory_child
         _memory_child(name, int(k), mode)
         return 0
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"scalecheck {scalecheck.__version__}")
-    header = (f"{'workload':<12}{'K':>5}{'plain s':>10}{'diagnose s':>12}{'ratio':>8}"
-              f"{'min-max':>14}{'extra ms/batch':>16}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"scalecheck {scalecheck.__version__}"
+    )
+    header = (
+        f"{'workload':<12}{'K':>5}{'plain s':>10}{'diagnose s':>12}{'ratio':>8}"
+        f"{'min-max':>14}{'extra ms/batch':>16}"
+    )
     if args.memory:
         header += f"{'extra MB':>10}"
     print(header)
@@ -238,17 +285,21 @@ def main(argv: list[str] | None = None) -> int:
             if args.memory:
                 row.update(memory(name, k))
             results.append(row)
-            line = (f"{name:<12}{k:>5}{row['plain_s']:>10.3f}{row['diagnose_s']:>12.3f}"
-                    f"{row['ratio']:>7.2f}x{row['ratio_min']:>7.2f}-{row['ratio_max']:<5.2f}"
-                    f"{row['extra_ms_per_batch']:>16.2f}")
+            line = (
+                f"{name:<12}{k:>5}{row['plain_s']:>10.3f}{row['diagnose_s']:>12.3f}"
+                f"{row['ratio']:>7.2f}x{row['ratio_min']:>7.2f}-{row['ratio_max']:<5.2f}"
+                f"{row['extra_ms_per_batch']:>16.2f}"
+            )
             if args.memory:
                 line += f"{row['extra_mb']:>10.1f}"
             print(line, flush=True)
     if args.trial:
         cost = trial_cost(args.repeats)
         results.append({"trial": cost})
-        print(f"trial on the reference case: diagnose {cost['without_trial_s']:.3f} s without, "
-              f"{cost['with_trial_s']:.3f} s with; the trial adds {cost['trial_adds_s']:.3f} s")
+        print(
+            f"trial on the reference case: diagnose {cost['without_trial_s']:.3f} s without, "
+            f"{cost['with_trial_s']:.3f} s with; the trial adds {cost['trial_adds_s']:.3f} s"
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

@@ -189,8 +189,9 @@ def test_accumulator_streams_exactly_like_numpy(case, as_float32):
     ref = data.astype(np.float64)
     scale = 1 + np.abs(ref).max()
     np.testing.assert_allclose(m.mean.numpy(), ref.mean(0), rtol=1e-6, atol=1e-7 * scale)
-    np.testing.assert_allclose(np.sqrt(variance(m).numpy()), ref.std(0), rtol=1e-4,
-                               atol=1e-6 * scale)
+    np.testing.assert_allclose(
+        np.sqrt(variance(m).numpy()), ref.std(0), rtol=1e-4, atol=1e-6 * scale
+    )
     np.testing.assert_array_equal(m.min.numpy(), ref.min(0))
     np.testing.assert_array_equal(m.max.numpy(), ref.max(0))
     np.testing.assert_array_equal(m.zeros.numpy(), (ref == 0).sum(0))

@@ -8,7 +8,7 @@ from torch import nn
 
 import scalecheck
 from scalecheck.reference import interpolation as ref
-from scalecheck.trial import FunctionalAdam, TrialOptions
+from scalecheck.trial import MIN_STEPS, FunctionalAdam, TrialOptions
 
 
 def test_functional_adam_matches_torch_adam_step_for_step():
@@ -55,6 +55,20 @@ def test_time_budget_stops_all_arms_at_the_same_step():
     trial = report.trial
     assert trial.budget_exhausted and 0 < trial.steps < 10_000
     assert {len(a.losses) for a in trial.arms} == {trial.steps}
+    assert trial.conclusive == (trial.steps >= MIN_STEPS)
+
+
+def test_a_trial_cut_short_draws_no_conclusion():
+    options = TrialOptions(steps=10_000, budget_s=0.0)  # stops after its first step
+    report = scalecheck.diagnose(
+        ref.make_model(seed=0), ref.make_loader(), trial=options, strict=True
+    )
+    trial = report.trial
+    assert trial.steps == 1 and not trial.conclusive
+    assert not trial.raw_trains and not trial.rescaled_helps
+    assert not {"SC410", "SC411"} & set(report.codes())
+    assert report.verdict == scalecheck.Verdict.STALLING  # the static evidence still holds
+    assert "inconclusive" in str(report)
 
 
 def test_user_optimizer_factory_is_used_once_per_arm():

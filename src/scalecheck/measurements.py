@@ -314,7 +314,12 @@ class TrialArm:
 
 @dataclass(frozen=True, slots=True)
 class TrialResult:
-    """Result of the trial: a few optimizer steps per arm on copies of the model."""
+    """Result of the trial: a few optimizer steps per arm on copies of the model.
+
+    ``conclusive`` is False when the time budget stopped the trial before
+    ``scalecheck.trial.MIN_STEPS`` steps: its curves are reported, but ``raw_trains`` and
+    ``rescaled_helps`` are then both False and no trial finding is drawn from it.
+    """
 
     arms: tuple[TrialArm, ...]
     steps: int
@@ -327,6 +332,7 @@ class TrialResult:
     budget_exhausted: bool
     raw_trains: bool
     rescaled_helps: bool
+    conclusive: bool = True
 
     def arm(self, name: str) -> TrialArm | None:
         """The arm called *name*, if it ran."""

@@ -199,6 +199,8 @@ def _evidence(report: Report) -> list[str]:
                 + (f" (lr {num(arm.lr)})" if arm.lr is not None else "")
             )
         base = f", baseline {num(trial.baseline)}" if trial.baseline is not None else ""
+        if not trial.conclusive:
+            base += "; stopped by the time budget: inconclusive"
         lines.append(
             _wrap(
                 f"  trial ({trial.steps} steps, {trial.optimizer}, {trial.seconds:.2f} s{base}): "
