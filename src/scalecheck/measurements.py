@@ -206,9 +206,8 @@ class GradientStats:
 
     ``grad_norm`` is the root mean square over batches of the per-batch gradient norm;
     ``ratio`` is ``grad_norm / weight_norm``; ``zero_fraction`` the fraction of gradient
-    entries that were exactly zero over all batches (measured for the input layer's
-    parameters only, None elsewhere). ``feature_share`` is, for the input layer's weight,
-    each input feature's share of the squared gradient.
+    entries that were exactly zero over all batches. ``feature_share`` is, for the input
+    layer's weight, each input feature's share of the squared gradient.
     """
 
     name: str
