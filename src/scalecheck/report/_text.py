@@ -121,11 +121,11 @@ def _evidence(report: Report) -> list[str]:
     for inp in m.inputs:
         if inp.kind != "feature":
             lines.append(
-                f"  input {inp.name}: {inp.kind} ({inp.dtype}, shape {list(inp.shape)}),"
+                f"  input '{inp.name}': {inp.kind} ({inp.dtype}, shape {list(inp.shape)}),"
                 " not measured as features"
             )
             continue
-        desc = f"  input {inp.name}: {plural(len(inp.features), 'feature')}"
+        desc = f"  input '{inp.name}': {plural(len(inp.features), 'feature')}"
         if inp.kappa is not None:
             desc += f", condition number {num(inp.kappa)} raw"
             if inp.kappa_standardized is not None:

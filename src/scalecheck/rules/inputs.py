@@ -111,7 +111,7 @@ def standardize_fix(inp: InputStats, feats: list[FeatureStats]) -> Fix:
         f"# or in your data pipeline:\n# {pipeline}"
     )
     return Fix(
-        summary=f"Standardize {inp.name} with the measured statistics ({shown}).",
+        summary=f"Standardize '{inp.name}' with the measured statistics ({shown}).",
         code=code,
         applicability="changes what the model is trained on: retrain after applying, and "
         "apply the same standardizer at inference",
