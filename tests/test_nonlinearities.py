@@ -105,3 +105,17 @@ def test_every_spelling_is_registered():
     ):
         assert nls.lookup(fn) is not None, fn
     assert nls.lookup(torch.add) is None
+
+
+@pytest.mark.parametrize("name", [n for n in MONOTONE if n != "softsign"])
+def test_counts_beyond_the_bounds_match_a_boolean_count(name):
+    from scalecheck.monitors.activations import _beyond
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2000, 5, generator=g) * 60
+    bounds = nls.zero_derivative_bounds(name, torch.float32)
+    expected = ((z < bounds.lo) | (z > bounds.hi)).sum(0).double()
+    assert torch.equal(_beyond(z.clone(), bounds, (0,)), expected)
+    weight = (torch.arange(2000) % 3 != 0).float().reshape(-1, 1)
+    masked = (((z < bounds.lo) | (z > bounds.hi)).float() * weight).sum(0).double()
+    assert torch.equal(_beyond(z.clone(), bounds, (0,), weight), masked)

@@ -762,6 +762,10 @@ def _beyond(
 
     if lo == -hi:
         counts = count(z.abs() - hi)
+    elif not math.isinf(lo) and not math.isinf(hi):
+        # outside [lo, hi] is |z - centre| > half-width: one temporary instead of two
+        centre, half = (lo + hi) / 2, (hi - lo) / 2
+        counts = count((z - centre).abs_().sub_(half))
     else:
         counts = torch.zeros((), dtype=torch.float32, device=z.device)
         if not math.isinf(hi):
