@@ -336,3 +336,15 @@ class TrialResult:
     def arm(self, name: str) -> TrialArm | None:
         """The arm called *name*, if it ran."""
         return next((a for a in self.arms if a.name == name), None)
+
+    def arms_text(self) -> str:
+        """``raw 0.149 -> 0.0522 (lr 0.001); standardized ... , baseline 0.0521``."""
+        from ._format import num
+
+        parts = [
+            f"{a.name} {num(a.initial)} -> {num(a.final)}"
+            + (f" (lr {num(a.lr)})" if a.lr is not None else "")
+            for a in self.arms
+        ]
+        base = f", baseline {num(self.baseline)}" if self.baseline is not None else ""
+        return "; ".join(parts) + base

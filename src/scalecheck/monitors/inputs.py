@@ -243,39 +243,20 @@ class InputMonitor:
         for name, plan in self.plans.items():
             module, op = consumers.get(name, (None, None))
             state = self._states.get(name)
-            if state is None:
-                out.append(
-                    InputStats(
-                        name=name,
-                        kind=plan.kind,
-                        dtype=plan.dtype,
-                        shape=plan.shape,
-                        feature_axis=plan.axis,
-                        samples=0,
-                        features=(),
-                        kappa=None,
-                        kappa_standardized=None,
-                        gram_features=0,
-                        consumer=module,
-                        consumer_op=op,
-                        normalized_by=normalized_by.get(name),
-                        transformed_by=tuple(transformed_by.get(name, ())),
-                    )
-                )
-                continue
-            features = _features(name, state.moments.moments(), state.log_moments.moments())
-            kappa = kappa_std = None
-            if state.gram is not None:
-                kappa, kappa_std = kappa_from_gram(state.gram)
+            features: tuple[FeatureStats, ...] = ()
             seen: tuple[FeatureStats, ...] = ()
-            seen_kappa = None
-            seen_state = self._seen.get(name)
-            if seen_state is not None and seen_state.reductions > 0:
-                seen = _features(
-                    name, seen_state.moments.moments(), seen_state.log_moments.moments()
-                )
-                if seen_state.gram is not None:
-                    seen_kappa = kappa_from_gram(seen_state.gram)[0]
+            kappa = kappa_std = seen_kappa = None
+            if state is not None:
+                features = _features(name, state.moments.moments(), state.log_moments.moments())
+                if state.gram is not None:
+                    kappa, kappa_std = kappa_from_gram(state.gram)
+                seen_state = self._seen.get(name)
+                if seen_state is not None and seen_state.reductions > 0:
+                    seen = _features(
+                        name, seen_state.moments.moments(), seen_state.log_moments.moments()
+                    )
+                    if seen_state.gram is not None:
+                        seen_kappa = kappa_from_gram(seen_state.gram)[0]
             out.append(
                 InputStats(
                     name=name,
@@ -283,11 +264,11 @@ class InputMonitor:
                     dtype=plan.dtype,
                     shape=plan.shape,
                     feature_axis=plan.axis,
-                    samples=state.samples,
+                    samples=state.samples if state is not None else 0,
                     features=features,
                     kappa=kappa,
                     kappa_standardized=kappa_std,
-                    gram_features=state.gram_features,
+                    gram_features=state.gram_features if state is not None else 0,
                     consumer=module,
                     consumer_op=op,
                     normalized_by=normalized_by.get(name),

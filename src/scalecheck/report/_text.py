@@ -192,19 +192,11 @@ def _evidence(report: Report) -> list[str]:
         lines.append(_wrap(text, "    ", ""))
     trial = report.trial
     if trial is not None:
-        parts = []
-        for arm in trial.arms:
-            parts.append(
-                f"{arm.name} {num(arm.initial)} -> {num(arm.final)}"
-                + (f" (lr {num(arm.lr)})" if arm.lr is not None else "")
-            )
-        base = f", baseline {num(trial.baseline)}" if trial.baseline is not None else ""
-        if not trial.conclusive:
-            base += "; stopped by the time budget: inconclusive"
+        cut = "; stopped by the time budget: inconclusive" if not trial.conclusive else ""
         lines.append(
             _wrap(
-                f"  trial ({trial.steps} steps, {trial.optimizer}, {trial.seconds:.2f} s{base}): "
-                + "; ".join(parts),
+                f"  trial ({trial.steps} steps, {trial.optimizer}, {trial.seconds:.2f} s{cut}): "
+                + trial.arms_text(),
                 "    ",
                 "",
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .._format import num
 from ..findings import Finding, Fix, Severity
 from ..measurements import TrialArm, TrialResult
 from ..trial import LEARNS, STUCK
@@ -27,14 +26,7 @@ LEARNS_T = Threshold(
 
 
 def _arms_text(trial: TrialResult) -> str:
-    parts = []
-    for arm in trial.arms:
-        parts.append(
-            f"{arm.name} {num(arm.initial)} -> {num(arm.final)}"
-            + (f" (lr {num(arm.lr)})" if arm.lr is not None else "")
-        )
-    base = f", baseline {num(trial.baseline)}" if trial.baseline is not None else ""
-    return "; ".join(parts) + base + f", in {trial.steps} steps"
+    return f"{trial.arms_text()}, in {trial.steps} steps"
 
 
 def _best(trial: TrialResult) -> TrialArm | None:
