@@ -17,8 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._format import num, pct, plural
-from ..findings import Finding, Fix, Severity
-from ._text import _HEADLINE, _main_fix
+from ..findings import Finding, Fix, Severity, Verdict
 
 if TYPE_CHECKING:
     from ..measurements import ActivationStats, FeatureStats, GradientStats
@@ -71,6 +70,13 @@ GRADIENT_COLUMNS = (
 )
 
 
+_HEADLINE = {
+    Verdict.STALLING: "STALLING: badly scaled inputs are stopping this network from learning",
+    Verdict.AT_RISK: "AT RISK: badly scaled inputs, but no stall measured",
+    Verdict.OK: "OK: the inputs are well scaled",
+}
+
+
 def headline(report: Report) -> str:
     """``STALLING: badly scaled inputs are stopping this network from learning``."""
     return _HEADLINE[report.verdict]
@@ -78,7 +84,10 @@ def headline(report: Report) -> str:
 
 def main_fix(report: Report) -> Fix | None:
     """The fix of the first input-scale finding that carries code (the one to apply)."""
-    return _main_fix(report)
+    for f in report.findings:
+        if f.category == "input-scale" and f.fix is not None and f.fix.code:
+            return f.fix
+    return None
 
 
 def severity_counts(findings: tuple[Finding, ...]) -> str:

@@ -9,7 +9,8 @@ import textwrap
 from typing import TYPE_CHECKING
 
 from .._format import num, pct, plural
-from ..findings import Finding, Severity, Verdict
+from ..findings import Finding
+from ._common import headline, main_fix, measured_line, severity_counts
 
 if TYPE_CHECKING:
     from ._report import Report
@@ -18,12 +19,6 @@ __all__ = ["render_text"]
 
 WIDTH = 92
 MAX_ROWS = 12
-
-_HEADLINE = {
-    Verdict.STALLING: "STALLING: badly scaled inputs are stopping this network from learning",
-    Verdict.AT_RISK: "AT RISK: badly scaled inputs, but no stall measured",
-    Verdict.OK: "OK: the inputs are well scaled",
-}
 
 
 def _wrap(text: str, indent: str = "", first: str | None = None) -> str:
@@ -39,10 +34,10 @@ def _wrap(text: str, indent: str = "", first: str | None = None) -> str:
 def render_text(report: Report) -> str:
     """The full plain-text report."""
     out: list[str] = []
-    out.append(f"scalecheck: {_HEADLINE[report.verdict]}")
+    out.append(f"scalecheck: {headline(report)}")
     out.append("=" * min(WIDTH, len(out[0])))
     out.append(_wrap(report.summary))
-    fix = _main_fix(report)
+    fix = main_fix(report)
     if fix:
         out.append("")
         out.append("The fix:")
@@ -55,38 +50,16 @@ def render_text(report: Report) -> str:
     out.extend(_evidence(report))
     m = report.measurements
     out.append("")
-    seconds = report.meta.get("seconds")
-    out.append(
-        _wrap(
-            f"Measured {plural(m.batches, 'batch', 'batches')} ({plural(m.samples, 'sample')}) "
-            f"on {m.device} ({m.dtype}), {'train' if m.training else 'eval'} mode"
-            + (f", in {seconds:.2f} s" if isinstance(seconds, (int, float)) else "")
-            + f". scalecheck {report.meta.get('scalecheck', '?')}, "
-            f"torch {report.meta.get('torch', '?')}."
-        )
-    )
+    out.append(_wrap(measured_line(report)))
     for note in m.notes:
         out.append(_wrap(f"note: {note}", "      ", "  "))
     return "\n".join(out)
 
 
-def _main_fix(report: Report):
-    for f in report.findings:
-        if f.category == "input-scale" and f.fix is not None and f.fix.code:
-            return f.fix
-    return None
-
-
 def _findings(findings: tuple[Finding, ...]) -> list[str]:
     if not findings:
         return ["No findings."]
-    counts = {s: sum(1 for f in findings if f.severity == s) for s in Severity}
-    head = ", ".join(
-        plural(counts[s], s.value, s.value + "s")
-        for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)
-        if counts[s]
-    )
-    lines = [f"Findings ({head}):"]
+    lines = [f"Findings ({severity_counts(findings)}):"]
     for f in findings:
         lines.append(
             f"  {f.severity.value:<8}{f.code} {f.name}" + (f"  at {f.where}" if f.where else "")
