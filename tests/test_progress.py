@@ -77,7 +77,8 @@ def test_in_a_terminal_the_line_is_erased_at_the_end():
     assert text.endswith("\r") and text.rsplit("\r", 2)[-2].strip() == ""
 
 
-def test_automatic_bars_wait_before_drawing():
+def test_automatic_bars_wait_before_drawing(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)  # CI machines set it, which turns bars off
     out, clock = TTY(), FakeClock()
     bar = Progress(100, "work", enabled=None, stream=out, clock=clock)
     assert bar.enabled and bar.delay == _progress.AUTO_DELAY
@@ -89,7 +90,8 @@ def test_automatic_bars_wait_before_drawing():
     assert "2/100" in out.getvalue()
 
 
-def test_quick_work_prints_nothing_at_all():
+def test_quick_work_prints_nothing_at_all(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)  # so the bar is on and its delay is what hides it
     out, clock = TTY(), FakeClock()
     with Progress(5, "work", stream=out, clock=clock) as bar:
         bar.update(5)
