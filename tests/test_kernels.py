@@ -207,3 +207,83 @@ def test_accumulator_masks_non_finite_batches():
     m = acc.moments()
     assert m.n.tolist() == [3.0] and m.nonfinite.tolist() == [2.0]
     assert m.mean.tolist() == [2.0] and m.max.tolist() == [3.0]
+
+
+@given(data_and_splits(), st.booleans(), st.booleans())
+def test_unmasked_accumulator_streams_like_numpy(case, unit_range, padded):
+    """The activation path (no NaN masking, optional 0/1 padding weight, site-level or
+    per-unit range) equals numpy on the concatenation of the rows it keeps."""
+    from scalecheck.monitors._kernels import Accumulator, Workspace
+
+    x, cuts = case
+    data = x.astype(np.float32)
+    keep = np.ones(len(x), dtype=bool)
+    if padded:
+        keep[1::2] = False
+        if not keep.any():
+            return
+    acc = Accumulator(x.shape[1], masked=False, unit_range=unit_range, workspace=Workspace())
+    start = 0
+    for part in np.split(data, cuts):
+        if len(part):
+            w = torch.from_numpy(keep[start : start + len(part)].astype(np.float32))[:, None]
+            acc.add(torch.from_numpy(part), (0,), weight=w if padded else None)
+            start += len(part)
+    m = acc.moments()
+    ref = data[keep].astype(np.float64)
+    scale = 1 + np.abs(ref).max()
+    np.testing.assert_allclose(m.n.numpy(), [float(len(ref))] * x.shape[1])
+    np.testing.assert_allclose(m.mean.numpy(), ref.mean(0), rtol=1e-6, atol=1e-7 * scale)
+    np.testing.assert_allclose(
+        np.sqrt(variance(m).numpy()), ref.std(0), rtol=1e-4, atol=1e-6 * scale
+    )
+    lo = ref.min(0) if unit_range else np.full(x.shape[1], ref.min())
+    hi = ref.max(0) if unit_range else np.full(x.shape[1], ref.max())
+    np.testing.assert_array_equal(m.min.numpy(), lo)
+    np.testing.assert_array_equal(m.max.numpy(), hi)
+
+
+@given(data_and_splits())
+def test_gram_in_place_with_a_workspace_equals_the_batch_merge(case):
+    from scalecheck.monitors._kernels import Workspace, add_gram_
+
+    x, cuts = case
+    x32 = torch.from_numpy(x.astype(np.float32))
+    shift = x32[: max(1, cuts[0] if cuts else len(x))].double().mean(0)
+    merged = empty_gram(x.shape[1])._replace(shift=shift.clone())
+    in_place = empty_gram(x.shape[1])._replace(shift=shift.clone())
+    ws = Workspace()
+    for part in np.split(x.astype(np.float32), cuts):
+        if len(part):
+            part = torch.from_numpy(part)
+            merged = merge_gram(merged, batch_gram(part, shift))
+            add_gram_(in_place, part, ws)
+    for a, b in zip(in_place, merged, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9 * (1 + float(x32.abs().max())) ** 2)
+
+
+def test_gram_leaves_out_rows_with_a_non_finite_feature():
+    from scalecheck.monitors._kernels import Workspace, add_gram_
+
+    rows = torch.tensor([[1.0, 2.0], [float("nan"), 1.0], [3.0, float("inf")], [5.0, 6.0]])
+    state = empty_gram(2)
+    add_gram_(state, rows, Workspace())
+    clean = rows[[0, 3]].double()
+    assert float(state.n) == 2.0
+    torch.testing.assert_close(state.s, clean.sum(0))
+    torch.testing.assert_close(state.g, clean.T @ clean)
+
+
+def test_workspace_reuses_its_memory_and_keeps_slots_apart():
+    from scalecheck.monitors._kernels import Workspace
+
+    ws = Workspace()
+    big = ws.like("a", torch.zeros(4, 5))
+    small = ws.like("a", torch.zeros(3))
+    other = ws.like("b", torch.zeros(3))
+    as_double = ws.like("a", torch.zeros(3), torch.float64)
+    assert small.data_ptr() == big.data_ptr() and small.shape == (3,)
+    assert other.data_ptr() != big.data_ptr()
+    assert as_double.dtype == torch.float64 and as_double.data_ptr() != big.data_ptr()
+    grown = ws.like("a", torch.zeros(50))
+    assert grown.shape == (50,) and grown.is_contiguous()

@@ -39,7 +39,7 @@ from torch.overrides import TorchFunctionMode
 from ..measurements import ActivationStats, Histogram
 from ..session._tracker import ModuleTracker
 from . import nonlinearities as nls
-from ._kernels import Accumulator, Moments, Pending, variance
+from ._kernels import Accumulator, Moments, Pending, Workspace, variance
 
 __all__ = ["HIST_BINS", "HIST_CALLS", "HIST_RANGE", "ActivationMonitor", "Consumer", "Structure"]
 
@@ -244,6 +244,7 @@ class ActivationMonitor:
         self.tracker = tracker
         self.param_names = param_names
         self.device = device
+        self.workspace = Workspace()  # scratch for per-call temporaries, shared by sites
         self.seed = seed
         self.on_error = on_error
         self.sites: dict[str, _Site] = {}
@@ -474,7 +475,9 @@ class ActivationMonitor:
             units=units,
             exact=exact,
             near=near,
-            moments=Accumulator(units, self.device, masked=False, unit_range=False),
+            moments=Accumulator(
+                units, self.device, masked=False, unit_range=False, workspace=self.workspace
+            ),
             exact_count=zeros,
             near_count=zeros.clone(),
             hist=torch.zeros(HIST_BINS, dtype=torch.float64, device=self.device),
@@ -552,11 +555,13 @@ class ActivationMonitor:
                 dims = tuple(d for d in range(zd.dim()) if d != axis)
             site.moments.add(zd_flat, dims, weight=weight)
             if site.exact is not None and site.near is not None:
-                exact = _beyond(zd_flat, site.exact, dims, weight)
+                exact = _beyond(zd_flat, site.exact, dims, weight, self.workspace)
                 site.exact_count += exact
                 # piecewise-linear functions (relu, hardtanh) have one band: count it once
                 near = (
-                    exact if site.near == site.exact else _beyond(zd_flat, site.near, dims, weight)
+                    exact
+                    if site.near == site.exact
+                    else _beyond(zd_flat, site.near, dims, weight, self.workspace)
                 )
                 site.near_count += near
             if site.calls < HIST_CALLS:
@@ -746,38 +751,48 @@ class _Mode(TorchFunctionMode):
 
 
 def _beyond(
-    z: Tensor, bounds: nls.Bounds, dims: tuple[int, ...], weight: Tensor | None = None
+    z: Tensor,
+    bounds: nls.Bounds,
+    dims: tuple[int, ...],
+    weight: Tensor | None = None,
+    workspace: Workspace | None = None,
 ) -> Tensor:
-    """Per-unit count of values with ``z < bounds.lo`` or ``z > bounds.hi`` (float64)."""
+    """Per-unit count of values with ``z < bounds.lo`` or ``z > bounds.hi`` (float64).
+
+    Each count takes one temporary the size of *z* (from *workspace* when given)."""
     lo, hi = bounds.lo, bounds.hi
     if math.isinf(lo) and math.isinf(hi):
         return torch.zeros((), dtype=torch.float64, device=z.device)
+    ws = workspace if workspace is not None else Workspace()
+
+    def scratch() -> Tensor:
+        return ws.like("beyond", z)
 
     def count(t: Tensor) -> Tensor:
-        """Count the positive entries of a fresh tensor *t* (clobbered)."""
+        """Count the positive entries of the scratch tensor *t* (clobbered)."""
         t = t.clamp_(min=0).sign_()
         if weight is not None:
-            t = t * weight
+            t = t.mul_(weight)
         return t.sum(dims, dtype=torch.float32)
 
     if lo == -hi:
-        counts = count(z.abs() - hi)
+        counts = count(torch.abs(z, out=scratch()).sub_(hi))
     elif not math.isinf(lo) and not math.isinf(hi):
         # outside [lo, hi] is |z - centre| > half-width: one temporary instead of two
         centre, half = (lo + hi) / 2, (hi - lo) / 2
-        counts = count((z - centre).abs_().sub_(half))
+        counts = count(torch.sub(z, centre, out=scratch()).abs_().sub_(half))
     else:
         counts = torch.zeros((), dtype=torch.float32, device=z.device)
         if not math.isinf(hi):
-            counts = counts + count(z - hi)
+            counts = counts + count(torch.sub(z, hi, out=scratch()))
         if lo == 0:
             # relu-like: z < 0, counted as -sign(min(z, 0)) without a subtraction
-            below = z.clamp(max=0).sign_()
+            below = torch.clamp(z, max=0, out=scratch()).sign_()
             if weight is not None:
-                below = below * weight
+                below = below.mul_(weight)
             counts = counts - below.sum(dims, dtype=torch.float32)
         elif not math.isinf(lo):
-            counts = counts + count(lo - z)
+            counts = counts + count(torch.sub(z, lo, out=scratch()).neg_())  # lo - z
     return counts.to(torch.float64)
 
 

@@ -28,6 +28,7 @@ from ._kernels import (
     Gram,
     Moments,
     Pending,
+    Workspace,
     add_gram_,
     empty_gram,
     variance,
@@ -71,10 +72,10 @@ def feature_axis(x: Tensor, channels_first: bool) -> int | None:
 
 
 class _State:
-    def __init__(self, plan: InputPlan, device: torch.device) -> None:
+    def __init__(self, plan: InputPlan, device: torch.device, workspace: Workspace) -> None:
         f = plan.features
-        self.moments = Accumulator(f, device)
-        self.log_moments = Accumulator(f, device)
+        self.moments = Accumulator(f, device, workspace=workspace)
+        self.log_moments = Accumulator(f, device, workspace=workspace)
         self.gram_features = min(f, MAX_GRAM_FEATURES)
         self.gram: Gram | None = None
         self.samples = 0
@@ -92,6 +93,7 @@ class InputMonitor:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.workspace = Workspace()
         self.plans: dict[str, InputPlan] = {}
         self._states: dict[str, _State] = {}
         self._seen_plans: dict[str, InputPlan] = {}
@@ -101,7 +103,7 @@ class InputMonitor:
         """Start measuring one input (only ``kind == "feature"`` inputs get statistics)."""
         self.plans[plan.name] = plan
         if plan.kind == "feature":
-            self._states[plan.name] = _State(plan, self.device)
+            self._states[plan.name] = _State(plan, self.device, self.workspace)
 
     def add_seen(self, name: str, x: Tensor, channels_first: bool) -> None:
         """Also measure what the first layer receives from input *name* (the model
@@ -117,7 +119,7 @@ class InputMonitor:
             shape=tuple(x.shape),
         )
         self._seen_plans[name] = plan
-        self._seen[name] = _State(plan, self.device)
+        self._seen[name] = _State(plan, self.device, self.workspace)
 
     def update_seen(self, name: str, x: Tensor, batch_index: int) -> None:
         """Add one batch of what the first layer receives from input *name*."""
@@ -193,7 +195,7 @@ class InputMonitor:
             assert state.moments.shift is not None
             shift = state.moments.shift[: state.gram_features].clone()
             state.gram = empty_gram(state.gram_features, self.device)._replace(shift=shift)
-        add_gram_(state.gram, g_rows)
+        add_gram_(state.gram, g_rows, self.workspace)
         state.reductions += 1
 
     @staticmethod

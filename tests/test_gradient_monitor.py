@@ -1,0 +1,66 @@
+"""The gradient monitor's statistics equal a direct computation over the same batches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from scalecheck.monitors import gradients as gm
+
+
+def _grads(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(6, 5, generator=g)
+    w[w.abs() < 0.5] = 0.0  # exact zeros
+    w[:, 3] = 0.0  # a feature that gets no gradient
+    b = torch.randn(6, generator=g)
+    b[::2] = 0.0
+    return w, b
+
+
+@pytest.mark.parametrize("exact_limit", [gm._EXACT_F32_COUNT, 8])
+def test_norms_zero_fractions_and_shares_match_numpy(monkeypatch, exact_limit):
+    # a low limit sends every parameter through the float64 counting branch
+    monkeypatch.setattr(gm, "_EXACT_F32_COUNT", exact_limit)
+    layer = nn.Linear(5, 6)
+    params = [("weight", layer.weight), ("bias", layer.bias)]
+    monitor = gm.GradientMonitor(params, torch.device("cpu"))
+    monitor.watch_input_layer({"weight", "bias"}, 5)
+    batches = [_grads(s) for s in range(4)]
+    for w, b in batches:
+        monitor.update([w.t().contiguous().t(), b])  # also a non-contiguous gradient
+    weight, bias = monitor.results()
+    ws = np.stack([w.numpy() for w, _ in batches]).astype(np.float64)
+    bs = np.stack([b.numpy() for _, b in batches]).astype(np.float64)
+    assert weight.zero_fraction == pytest.approx((ws == 0).mean())
+    assert bias.zero_fraction == pytest.approx((bs == 0).mean())
+    assert weight.grad_norm == pytest.approx(math.sqrt((ws**2).sum((1, 2)).mean()), rel=1e-6)
+    share = (ws**2).sum((0, 1))
+    assert weight.feature_share == pytest.approx(tuple(share / share.sum()), rel=1e-6)
+    assert weight.feature_share[3] == 0.0
+    assert weight.input_layer and bias.feature_share == ()
+
+
+def test_a_nan_gradient_is_reported_not_counted():
+    layer = nn.Linear(3, 2)
+    monitor = gm.GradientMonitor([("weight", layer.weight)], torch.device("cpu"))
+    g = torch.zeros(2, 3)
+    g[0, 0] = float("nan")
+    monitor.update([g])
+    (stats,) = monitor.results()
+    assert stats.nonfinite and stats.grad_norm is None and stats.zero_fraction is None
+
+
+def test_unused_parameters_have_no_gradient_statistics():
+    layer = nn.Linear(3, 2)
+    monitor = gm.GradientMonitor(
+        [("weight", layer.weight), ("bias", layer.bias)], torch.device("cpu")
+    )
+    monitor.update([torch.ones(2, 3), None])
+    weight, bias = monitor.results()
+    assert weight.used and weight.zero_fraction == 0.0
+    assert not bias.used and bias.grad_norm is None and bias.zero_fraction is None
