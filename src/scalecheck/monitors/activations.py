@@ -759,41 +759,27 @@ def _beyond(
 ) -> Tensor:
     """Per-unit count of values with ``z < bounds.lo`` or ``z > bounds.hi`` (float64).
 
-    Each count takes one temporary the size of *z* (from *workspace* when given)."""
+    Each count is one comparison written as 0/1 into a scratch tensor the size of *z*
+    (from *workspace* when given) and one sum: a two-sided region ``[lo, hi]`` is
+    ``|z - centre| > half-width``. NaN is never counted (comparisons with NaN are false):
+    non-finite pre-activations are reported by their own statistic.
+    """
     lo, hi = bounds.lo, bounds.hi
     if math.isinf(lo) and math.isinf(hi):
         return torch.zeros((), dtype=torch.float64, device=z.device)
-    ws = workspace if workspace is not None else Workspace()
-
-    def scratch() -> Tensor:
-        return ws.like("beyond", z)
-
-    def count(t: Tensor) -> Tensor:
-        """Count the positive entries of the scratch tensor *t* (clobbered)."""
-        t = t.clamp_(min=0).sign_()
-        if weight is not None:
-            t = t.mul_(weight)
-        return t.sum(dims, dtype=torch.float32)
-
+    buf = (workspace if workspace is not None else Workspace()).like("beyond", z)
     if lo == -hi:
-        counts = count(torch.abs(z, out=scratch()).sub_(hi))
+        flags = torch.gt(torch.abs(z, out=buf), hi, out=buf)
     elif not math.isinf(lo) and not math.isinf(hi):
-        # outside [lo, hi] is |z - centre| > half-width: one temporary instead of two
         centre, half = (lo + hi) / 2, (hi - lo) / 2
-        counts = count(torch.sub(z, centre, out=scratch()).abs_().sub_(half))
+        flags = torch.gt(torch.sub(z, centre, out=buf).abs_(), half, out=buf)
+    elif not math.isinf(hi):
+        flags = torch.gt(z, hi, out=buf)
     else:
-        counts = torch.zeros((), dtype=torch.float32, device=z.device)
-        if not math.isinf(hi):
-            counts = counts + count(torch.sub(z, hi, out=scratch()))
-        if lo == 0:
-            # relu-like: z < 0, counted as -sign(min(z, 0)) without a subtraction
-            below = torch.clamp(z, max=0, out=scratch()).sign_()
-            if weight is not None:
-                below = below.mul_(weight)
-            counts = counts - below.sum(dims, dtype=torch.float32)
-        elif not math.isinf(lo):
-            counts = counts + count(torch.sub(z, lo, out=scratch()).neg_())  # lo - z
-    return counts.to(torch.float64)
+        flags = torch.lt(z, lo, out=buf)
+    if weight is not None:
+        flags = flags.mul_(weight)
+    return flags.sum(dims, dtype=torch.float32).to(torch.float64)
 
 
 def _collapse(site: _Site) -> None:

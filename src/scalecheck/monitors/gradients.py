@@ -142,16 +142,16 @@ _EXACT_F32_COUNT = 1 << 24
 
 
 def _nonzero(g: Tensor, workspace: Workspace) -> Tensor:
-    """How many entries of *g* are not exactly zero (float64 scalar; NaN if any is NaN).
+    """How many entries of *g* are not exactly zero (a float64 scalar).
 
-    ``abs().sign_().sum()`` is 2.3x faster than an L1 norm of the same indicator and 3x
-    faster than ``(g != 0).sum()`` on CPU (no boolean reduction); the sum runs in float32,
-    exact below :data:`_EXACT_F32_COUNT` elements, because a float64 sum of a float32
-    tensor first converts it (a full copy at twice the size).
+    The comparison is written as 0/1 into a float scratch tensor and summed: 3x faster
+    than ``(g != 0).sum()`` or ``count_nonzero`` on CPU (no boolean reduction). The sum
+    runs in float32, exact below :data:`_EXACT_F32_COUNT` elements, because a float64 sum
+    of a float32 tensor first converts it (a full copy at twice the size). A NaN entry
+    counts as non-zero; the caller reports non-finite gradients from their norm.
     """
-    ind = torch.abs(g, out=workspace.like("abs", g)).sign_()
-    if ind.dtype not in (torch.float32, torch.float64):
-        ind = ind.float()
+    work = g.dtype if g.dtype in (torch.float32, torch.float64) else torch.float32
+    ind = torch.ne(g, 0, out=workspace.like("nonzero", g, work))
     if ind.dtype == torch.float32 and ind.numel() >= _EXACT_F32_COUNT:
         return ind.sum(dtype=torch.float64)
     return ind.sum().to(torch.float64)
