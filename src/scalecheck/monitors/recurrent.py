@@ -23,6 +23,7 @@ of the module that receives the model's input is marked as the input layer.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import torch
@@ -138,28 +139,27 @@ class RecurrentMonitor:
             for d in range(dirs):
                 seq = layer_out[..., d * out_size : (d + 1) * out_size]
                 init = h0[layer * dirs + d] if h0 is not None else seq.new_zeros(n, out_size)
-                prev = _previous(seq, init, d == 1, mask)
+                ps = _previous(seq, init, d == 1, mask, steps)
                 sfx = "_reverse" if d else ""
                 w_ih = getattr(module, f"weight_ih_l{layer}{sfx}")
                 w_hh = getattr(module, f"weight_hh_l{layer}{sfx}")
                 b_ih = getattr(module, f"bias_ih_l{layer}{sfx}", None)
                 b_hh = getattr(module, f"bias_hh_l{layer}{sfx}", None)
-                xs, ps, ms = layer_input, prev, mask
+                xs, ms = layer_input, mask
                 if steps is not None:
-                    xs, ps = xs[:, steps], ps[:, steps]
+                    xs = xs[:, steps]
                     ms = ms[:, steps] if ms is not None else None
                 gx = torch.nn.functional.linear(xs, w_ih, b_ih)
                 gh = torch.nn.functional.linear(ps, w_hh, b_hh)
                 where = f"{kind.lower()}.l{layer}{sfx}"
-                is_input = consumer and layer == 0
+                fed_by = path if consumer and layer == 0 else None
                 if ms is not None:
                     gx, gh = gx[ms], gh[ms]
                 else:
                     gx, gh = gx.reshape(-1, gx.shape[-1]), gh.reshape(-1, gh.shape[-1])
-                for gate, fn, z in _gates(kind, module, gx, gh):
-                    self.activations.observe(
-                        f"{path}:{where}.{gate}", path, fn, z, fed_by=path if is_input else None
-                    )
+                for z, gates in _gates(kind, module, gx, gh):
+                    blocks = [(f"{path}:{where}.{gate}", path, fn) for gate, fn in gates]
+                    self.activations.observe_blocks(z, blocks, fed_by=fed_by)
             layer_input = layer_out
 
 
@@ -167,41 +167,47 @@ def _sampled_steps(t: int, device: torch.device) -> Tensor | None:
     """Up to MAX_STEPS evenly spaced time steps (None: all of them)."""
     if t <= MAX_STEPS:
         return None
-    return torch.linspace(0, t - 1, MAX_STEPS, device=device).round().long().unique()
+    return _steps(t, MAX_STEPS).to(device)
 
 
-def _gates(kind: str, module: nn.RNNBase, gx: Tensor, gh: Tensor) -> list[tuple[str, str, Tensor]]:
+@functools.lru_cache(maxsize=64)
+def _steps(t: int, count: int) -> Tensor:
+    # integer arithmetic, computed once per sequence length (on the CPU)
+    return torch.tensor(sorted({round(i * (t - 1) / (count - 1)) for i in range(count)}))
+
+
+def _gates(
+    kind: str, module: nn.RNNBase, gx: Tensor, gh: Tensor
+) -> list[tuple[Tensor, tuple[tuple[str, str], ...]]]:
+    """The gate pre-activations, as ``(tensor, ((gate, function), ...))``: each tensor is
+    contiguous and holds its gates as adjacent, equal column blocks."""
     if kind == "LSTM":
-        pre = (gx + gh).chunk(4, dim=-1)
-        return [(g, fn, z) for (g, fn), z in zip(_GATES["LSTM"], pre, strict=True)]
+        return [(gx + gh, _GATES["LSTM"])]
     if kind == "GRU":
-        xr, xz, xn = gx.chunk(3, dim=-1)
-        hr, hz, hn = gh.chunk(3, dim=-1)
-        r = torch.sigmoid(xr + hr)
-        return [
-            ("reset_gate", "sigmoid", xr + hr),
-            ("update_gate", "sigmoid", xz + hz),
-            ("new_gate", "tanh", xn + r * hn),
-        ]
+        hidden = gx.shape[-1] // 3
+        rz = gx[:, : 2 * hidden] + gh[:, : 2 * hidden]
+        r = torch.sigmoid(rz[:, :hidden])
+        new = gx[:, 2 * hidden :] + r * gh[:, 2 * hidden :]
+        return [(rz, _GATES["GRU"][:2]), (new, _GATES["GRU"][2:])]
     fn = "relu" if getattr(module, "nonlinearity", "tanh") == "relu" else "tanh"
-    return [("hidden", fn, gx + gh)]
+    return [(gx + gh, (("hidden", fn),))]
 
 
-def _previous(seq: Tensor, init: Tensor, reverse: bool, mask: Tensor | None) -> Tensor:
-    """``h_{t-1}`` for every step (``h_{t+1}`` for the reverse direction)."""
-    prev = torch.empty_like(seq)
-    if not reverse:
-        prev[:, 0] = init
-        prev[:, 1:] = seq[:, :-1]
-        return prev
-    prev[:, -1] = init
-    prev[:, :-1] = seq[:, 1:]
-    if mask is not None:
+def _previous(
+    seq: Tensor, init: Tensor, reverse: bool, mask: Tensor | None, steps: Tensor | None
+) -> Tensor:
+    """``h_{t-1}`` (``h_{t+1}`` for the reverse direction) at each of *steps* (every step
+    when None): ``[N, steps, H]``, gathered without copying the whole sequence."""
+    t = seq.shape[1]
+    at = steps if steps is not None else torch.arange(t, device=seq.device)
+    source = at + 1 if reverse else at - 1
+    prev = seq[:, source.clamp(0, t - 1)]
+    start = ((source < 0) | (source >= t))[None, :]  # the step a direction starts from
+    if reverse and mask is not None:
         # a reverse pass starts at each sequence's own last step
-        lengths = mask.sum(1)
-        last = (lengths - 1).clamp_min(0)
-        prev[torch.arange(seq.shape[0], device=seq.device), last] = init
-    return prev
+        last = (mask.sum(1) - 1).clamp_min(0)
+        start = start | (at[None, :] == last[:, None])
+    return torch.where(start[..., None], init[:, None, :], prev)
 
 
 def _run_layer(module: nn.RNNBase, layer: int, inputs: Tensor, hx: Any) -> Tensor:
