@@ -9,6 +9,7 @@ resident memory of each run measured in a fresh subprocess.
     python benchmarks/overhead.py --workloads cnn --ks 8 --repeats 3
     python benchmarks/overhead.py --memory              # adds peak RSS per run
     python benchmarks/overhead.py --trial               # the trial's cost on the reference
+    python benchmarks/overhead.py --threads 1           # one intra-op thread
 
 The floor is 1.0x: diagnose needs one forward and one backward per batch, plus one read of
 each activation it measures. Results and profile notes: benchmarks/README.md.
@@ -219,7 +220,16 @@ def memory(name: str, k: int) -> dict[str, float]:
     out = {}
     for mode in ("plain", "diagnose"):
         proc = subprocess.run(
-            [sys.executable, __file__, "--memory-child", name, str(k), mode],
+            [
+                sys.executable,
+                __file__,
+                "--threads",
+                str(torch.get_num_threads()),
+                "--memory-child",
+                name,
+                str(k),
+                mode,
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -257,12 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--ks", nargs="*", type=int, default=[8, 32, 128])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's own choice)"
+    )
     parser.add_argument("--memory", action="store_true", help="also measure peak RSS")
     parser.add_argument("--trial", action="store_true", help="also time the trial")
     parser.add_argument("--json", type=str, help="write all results to this file")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_child:
         name, k, mode = args.memory_child
         _memory_child(name, int(k), mode)

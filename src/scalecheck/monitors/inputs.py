@@ -283,13 +283,15 @@ class InputMonitor:
 
 
 def _features(name: str, m: Moments, lm: Moments) -> tuple[FeatureStats, ...]:
+    # plain Python lists: indexing numpy arrays element by element costs more than the
+    # records themselves when an input has hundreds of features
     n, mean, var, lo, hi, nonfinite, zeros = (
-        t.cpu().double().numpy()
+        t.cpu().double().tolist()
         for t in (m.n, m.mean, variance(m), m.min, m.max, m.nonfinite, m.zeros)
     )
-    ln, lmean, lvar = (t.cpu().double().numpy() for t in (lm.n, lm.mean, variance(lm)))
+    ln, lmean, lvar = (t.cpu().double().tolist() for t in (lm.n, lm.mean, variance(lm)))
     out = []
-    for j in range(n.shape[0]):
+    for j in range(len(n)):
         seen = n[j] > 0
         total = n[j] + nonfinite[j]
         positive = seen and lo[j] > 0 and ln[j] == n[j]
@@ -299,14 +301,14 @@ def _features(name: str, m: Moments, lm: Moments) -> tuple[FeatureStats, ...]:
                 input=name,
                 index=j,
                 count=int(n[j]),
-                mean=float(mean[j]) if seen else None,
-                std=float(math.sqrt(max(var[j], 0.0))) if seen else None,
-                min=float(lo[j]) if seen else None,
-                max=float(hi[j]) if seen else None,
+                mean=mean[j] if seen else None,
+                std=math.sqrt(max(var[j], 0.0)) if seen else None,
+                min=lo[j] if seen else None,
+                max=hi[j] if seen else None,
                 nonfinite=int(nonfinite[j]),
-                zero_fraction=float(zeros[j] / total) if total > 0 else None,
-                log_mean=float(lmean[j]) if positive else None,
-                log_std=float(math.sqrt(max(lvar[j], 0.0))) if positive else None,
+                zero_fraction=zeros[j] / total if total > 0 else None,
+                log_mean=lmean[j] if positive else None,
+                log_std=math.sqrt(max(lvar[j], 0.0)) if positive else None,
             )
         )
     return tuple(out)
