@@ -287,3 +287,14 @@ def test_workspace_reuses_its_memory_and_keeps_slots_apart():
     assert as_double.dtype == torch.float64 and as_double.data_ptr() != big.data_ptr()
     grown = ws.like("a", torch.zeros(50))
     assert grown.shape == (50,) and grown.is_contiguous()
+
+
+def test_workspace_does_not_keep_very_large_temporaries(monkeypatch):
+    from scalecheck.monitors import _kernels
+
+    monkeypatch.setattr(_kernels, "WORKSPACE_MAX_BYTES", 64)
+    ws = _kernels.Workspace()
+    small = ws.like("a", torch.zeros(16))  # 64 bytes: kept
+    assert ws.like("a", torch.zeros(16)).data_ptr() == small.data_ptr()
+    big = ws.like("a", torch.zeros(17))  # 68 bytes: a fresh tensor, not kept
+    assert big.shape == (17,) and ws.like("a", torch.zeros(16)).data_ptr() == small.data_ptr()
