@@ -64,3 +64,31 @@ def test_unused_parameters_have_no_gradient_statistics():
     weight, bias = monitor.results()
     assert weight.used and weight.zero_fraction == 0.0
     assert not bias.used and bias.grad_norm is None and bias.zero_fraction is None
+
+
+def test_shares_survive_gradients_whose_squares_underflow():
+    # float32 squares of 1e-30 are 0; the shares must still come out right
+    layer = nn.Linear(3, 2)
+    monitor = gm.GradientMonitor([("weight", layer.weight)], torch.device("cpu"))
+    monitor.watch_input_layer({"weight"}, 3)
+    g = torch.tensor([[3e-30, 0.0, 4e-30], [0.0, 0.0, 0.0]])
+    assert float(g.square().sum()) == 0.0
+    monitor.update([g])
+    (stats,) = monitor.results()
+    assert stats.feature_share == pytest.approx((9 / 25, 0.0, 16 / 25), rel=1e-5)
+
+
+def test_the_report_tables_show_each_features_gradient_share():
+    import scalecheck
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 2, generator=g) * torch.tensor([1.0, 30.0])
+    batches = [(x[i : i + 16], torch.randn(16, 1, generator=g)) for i in range(0, 64, 16)]
+    report = scalecheck.diagnose(model, batches, trial=False)
+    weight = next(s for s in report.gradients if s.name == "0.weight")
+    assert len(weight.feature_share) == 2 and weight.feature_share[1] > weight.feature_share[0]
+    rows = [r for r in report._repr_markdown_().splitlines() if r.startswith("| `input[")]
+    assert len(rows) == 2 and all(r.rstrip(" |").endswith("%") for r in rows)
+    assert "grad share" in report._repr_html_()

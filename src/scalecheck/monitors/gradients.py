@@ -80,12 +80,22 @@ class GradientMonitor:
                 j = self.names.index(self._share_name)
                 g = grads[j]
                 if g is not None:
-                    dims = tuple(d for d in range(g.dim()) if d != 1)
-                    g = g.detach()
-                    if g.dtype not in (torch.float32, torch.float64):
-                        g = g.float()
-                    sq = torch.mul(g, g, out=self.workspace.like("square", g))
-                    self._share += sq.sum(dims).double()
+                    self._add_share(g.detach())
+
+    def _add_share(self, g: Tensor) -> None:
+        """Add each input feature's squared gradient, computed on ``g / max|g|``: squaring
+        the raw entries underflows in float32 exactly where shares matter most (on the
+        raw reference case the first layer's few non-zero gradient entries are so small
+        that their float32 squares, and its float32 gradient norm, are 0), while the
+        scaled squares lie in [0, 1] and the scale comes back in float64."""
+        assert self._share is not None
+        dims = tuple(d for d in range(g.dim()) if d != 1)
+        if g.dtype not in (torch.float32, torch.float64):
+            g = g.float()
+        top = torch.linalg.vector_norm(g, float("inf")).double()  # exact: no squares
+        scale = torch.where(top > 0, top, 1.0)  # a zero gradient adds zeros
+        scaled = torch.div(g, scale.to(g.dtype), out=self.workspace.like("square", g))
+        self._share += scaled.square_().sum(dims).double() * scale.square()
 
     def results(self) -> tuple[GradientStats, ...]:
         """Move the state to the host once and freeze it."""

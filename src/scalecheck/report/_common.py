@@ -13,14 +13,19 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._format import num, pct, plural
 from ..findings import Finding, Fix, Severity, Verdict
 
 if TYPE_CHECKING:
-    from ..measurements import ActivationStats, FeatureStats, GradientStats
+    from ..measurements import (
+        ActivationStats,
+        FeatureStats,
+        GradientStats,
+        InputStats,
+    )
     from ._report import Report
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "feature_row",
     "findings_by_severity",
     "gradient_row",
+    "gradient_shares",
     "headline",
     "main_fix",
     "measured_line",
@@ -45,7 +51,17 @@ _MAX_SEQUENCE = 8
 
 SEVERITY_TITLES = {Severity.ERROR: "Errors", Severity.WARNING: "Warnings", Severity.INFO: "Info"}
 
-FEATURE_COLUMNS = ("feature", "mean", "std", "min", "max", "kappa", "zeros", "non-finite")
+FEATURE_COLUMNS = (
+    "feature",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "kappa",
+    "zeros",
+    "non-finite",
+    "grad share",
+)
 ACTIVATION_COLUMNS = (
     "site",
     "function",
@@ -153,8 +169,10 @@ def threshold_text(evidence: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} = {_value(v)}" for k, v in thresholds.items())
 
 
-def feature_row(f: FeatureStats) -> list[str]:
-    """One row of the per-feature table (see ``FEATURE_COLUMNS``)."""
+def feature_row(f: FeatureStats, shares: Mapping[int, float] | None = None) -> list[str]:
+    """One row of the per-feature table (see ``FEATURE_COLUMNS``); *shares* maps feature
+    indices to their share of the input layer's gradient (see :func:`gradient_shares`)."""
+    share = shares.get(f.index) if shares else None
     return [
         f.name,
         num(f.mean),
@@ -164,7 +182,27 @@ def feature_row(f: FeatureStats) -> list[str]:
         num(f.kappa),
         pct(f.zero_fraction),
         str(f.nonfinite),
+        pct(share) if share is not None else "",
     ]
+
+
+def gradient_shares(gradients: Sequence[GradientStats], inp: InputStats) -> dict[int, float]:
+    """Each feature of *inp*'s share of the squared gradient of the layer it feeds, by
+    feature index (empty when that was not measured: several feature inputs, or a first
+    layer whose weight does not have one column per feature).
+
+    A feature with almost no share barely moves the first layer's weights: with a badly
+    scaled neighbour, the large feature takes nearly all of it.
+    """
+    for g in gradients:
+        if (
+            g.input_layer
+            and g.feature_share
+            and len(g.feature_share) == len(inp.features)
+            and (inp.consumer is None or g.module == inp.consumer)
+        ):
+            return dict(enumerate(g.feature_share))
+    return {}
 
 
 def activation_row(a: ActivationStats) -> list[str]:

@@ -39,6 +39,7 @@ from ._common import (
     feature_row,
     findings_by_severity,
     gradient_row,
+    gradient_shares,
     headline,
     main_fix,
     measured_line,
@@ -47,7 +48,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from ..measurements import InputStats, TrialResult
+    from ..measurements import GradientStats, InputStats, TrialResult
     from ._report import Report
 
 __all__ = ["render_html"]
@@ -148,7 +149,7 @@ def render_html(report: Report, *, standalone: bool = False) -> str:
         _verdict(report),
         _fix(report),
         _findings(report),
-        _inputs(report.measurements.inputs),
+        _inputs(report.measurements.inputs, report.measurements.gradients),
         _layers(report),
         _gradients(report),
         _loss_and_trial(report),
@@ -266,7 +267,7 @@ def _more(shown: int, total: int, where: str) -> str:
     return f'<p class="sc-note">... and {total - shown} more ({_e(where)}).</p>'
 
 
-def _inputs(inputs: tuple[InputStats, ...]) -> str:
+def _inputs(inputs: tuple[InputStats, ...], gradients: tuple[GradientStats, ...]) -> str:
     if not inputs:
         return ""
     n_features = sum(len(i.features) for i in inputs if i.kind == "feature")
@@ -295,7 +296,8 @@ def _inputs(inputs: tuple[InputStats, ...]) -> str:
         out.append(f"<p>{', '.join(desc)}</p>")
         ranked = sorted(inp.features, key=lambda f: -(f.kappa or 0))
         shown = ranked[:MAX_TABLE_ROWS]
-        out.append(_table(FEATURE_COLUMNS, [feature_row(f) for f in shown]))
+        shares = gradient_shares(gradients, inp)
+        out.append(_table(FEATURE_COLUMNS, [feature_row(f, shares) for f in shown]))
         out.append(_more(len(shown), len(ranked), "report.inputs"))
         if inp.seen_by_layer:
             out.append(
@@ -303,7 +305,7 @@ def _inputs(inputs: tuple[InputStats, ...]) -> str:
                 f"{_e(num(inp.seen_kappa))}):</p>"
             )
             seen = inp.seen_by_layer[:MAX_TABLE_ROWS]
-            out.append(_table(FEATURE_COLUMNS, [feature_row(f) for f in seen]))
+            out.append(_table(FEATURE_COLUMNS, [feature_row(f, shares) for f in seen]))
             out.append(_more(len(seen), len(inp.seen_by_layer), "report.inputs"))
     out.append("</details>")
     return "\n".join(out)

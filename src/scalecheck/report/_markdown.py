@@ -31,6 +31,7 @@ from ._common import (
     feature_row,
     findings_by_severity,
     gradient_row,
+    gradient_shares,
     headline,
     main_fix,
     measured_line,
@@ -162,7 +163,9 @@ def _evidence(report: Report) -> list[str]:
         if inp.kappa is not None:
             head += f", condition number {md_text(num(inp.kappa))}"
         ranked = sorted(inp.features, key=lambda f: -(f.kappa or 0))
-        out += ["", head, "", *_table(FEATURE_COLUMNS, map(feature_row, ranked[:MAX_ROWS]), True)]
+        shares = gradient_shares(m.gradients, inp)
+        rows = [feature_row(f, shares) for f in ranked[:MAX_ROWS]]
+        out += ["", head, "", *_table(FEATURE_COLUMNS, rows, True)]
         out += _more(min(len(ranked), MAX_ROWS), len(ranked), "report.inputs")
     if m.layers:
         out += ["", "#### Nonlinearities (pre-activations)", ""]
