@@ -465,19 +465,29 @@ class Accumulator:
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
         y = torch.sub(x, _keep(self.shift.to(x.dtype), x, dims), out=self.workspace.like("y", x))
+        count: float | Tensor
         if weight is None:
             count = float(x.numel() // max(1, _numel_kept(x, dims)))
-            self.n.add_(count)
             lo, hi = _aminmax(x, dims) if self.unit_range else torch.aminmax(x)
         else:
             w = weight.to(x.dtype).expand_as(x)
             y.mul_(w)
-            self.n.add_(w.sum(dims))
+            count = w.sum(dims)
             over = dims if self.unit_range else tuple(range(x.dim()))
             lo = torch.where(w > 0, x, float("inf")).amin(over)
             hi = torch.where(w > 0, x, float("-inf")).amax(over)
-        self.s1.add_(y.sum(dims))
-        self.s2.add_(y.square_().sum(dims))
+        self.add_sums(count, y.sum(dims), y.square_().sum(dims), lo, hi)
+
+    def add_sums(
+        self, count: float | Tensor, s1: Tensor, s2: Tensor, lo: Tensor, hi: Tensor
+    ) -> None:
+        """Add a batch already reduced around :attr:`shift`: its *count* of values, sums
+        ``s1 = sum(x - shift)`` and ``s2 = sum((x - shift)^2)``, and its range (per unit,
+        or one value when ``unit_range`` is False). For callers that reduce several
+        accumulators' data in one pass (adjacent activation sites)."""
+        self.n.add_(count)
+        self.s1.add_(s1)
+        self.s2.add_(s2)
         torch.minimum(self.lo, lo.to(_F64), out=self.lo)
         torch.maximum(self.hi, hi.to(_F64), out=self.hi)
 
@@ -493,13 +503,8 @@ class Accumulator:
             # a finite sum means no NaN or inf in the batch (an overflowing one takes the
             # masked path below, which is exact); reading it is free on CPU
             if bool(torch.isfinite(s1).all()):
-                self.n.add_(float(xw.numel() // max(1, _numel_kept(xw, dims))))
-                self.s1.add_(s1)
-                self.s2.add_(y.square_().sum(dims))
-                lo, hi = _aminmax(xw, dims)
-                torch.minimum(self.lo, lo.to(_F64), out=self.lo)
-                torch.maximum(self.hi, hi.to(_F64), out=self.hi)
                 count = float(xw.numel() // max(1, _numel_kept(xw, dims)))
+                self.add_sums(count, s1, y.square_().sum(dims), *_aminmax(xw, dims))
                 # zeros as count - sum(x != 0): a comparison written as 0/1 into scratch
                 # and a float sum, several times cheaper than (x == 0).sum() on CPU
                 nonzero = torch.ne(xw, 0, out=self.workspace.like("y", xw)).sum(dims)

@@ -330,20 +330,6 @@ class ActivationMonitor:
         self._raw.clear()
         self._first.clear()
 
-    def observe(
-        self, name: str, module: str, function: str, z: Tensor, fed_by: str | None = None
-    ) -> None:
-        """Measure pre-activations computed outside the mode (recurrent gates): *z* is
-        ``[samples, units]``, *function* a registered nonlinearity name."""
-        nl = nls.by_name(function)
-        site = self.sites.get(name)
-        if site is None:
-            site = self._new_site(name, nl, z, (), dim=z.dim() - 1 if z.dim() > 1 else None)
-            site.module = module
-        if fed_by is not None:
-            self.structure.input_layer_sites.setdefault(name, fed_by)
-        self._update(site, z)
-
     def observe_blocks(
         self, z: Tensor, blocks: Sequence[tuple[str, str, str]], fed_by: str | None = None
     ) -> None:
@@ -409,30 +395,19 @@ class ActivationMonitor:
         s1 = y.sum(0).to(torch.float64).view(g, width)
         s2 = y.square_().sum(0).to(torch.float64).view(g, width)
         blocks = z.view(z.shape[0], g, width)
-        lo = blocks.amin((0, 2)).to(torch.float64)
-        hi = blocks.amax((0, 2)).to(torch.float64)
+        lo, hi = blocks.amin((0, 2)), blocks.amax((0, 2))
         counts = []
         for centre, half in (
             (joint.exact_centre, joint.exact_half),
             (joint.near_centre, joint.near_half),
         ):
-            buf = self.workspace.like("beyond", z)
-            if centre is None:
-                distance = torch.abs(z, out=buf)
-            else:
-                distance = torch.sub(z, centre, out=buf).abs_()
-            flags = torch.gt(distance, half, out=buf)
+            flags = _outside(z, centre, half, self.workspace.like("beyond", z))
             counts.append(flags.sum(0, dtype=torch.float32).to(torch.float64).view(g, width))
         exact, near = counts
         for i, site in enumerate(sites):
             if site.calls < HIST_CALLS:
                 site.hist += self._histogram(site, blocks[:, i])
-            acc = site.moments
-            acc.n.add_(rows)
-            acc.s1.add_(s1[i])
-            acc.s2.add_(s2[i])
-            torch.minimum(acc.lo, lo[i : i + 1], out=acc.lo)
-            torch.maximum(acc.hi, hi[i : i + 1], out=acc.hi)
+            site.moments.add_sums(rows, s1[i], s2[i], lo[i : i + 1], hi[i : i + 1])
             site.exact_count += exact[i]
             site.near_count += near[i]
             site.calls += 1
@@ -903,10 +878,9 @@ def _beyond(
         return torch.zeros((), dtype=torch.float64, device=z.device)
     buf = (workspace if workspace is not None else Workspace()).like("beyond", z)
     if lo == -hi:
-        flags = torch.gt(torch.abs(z, out=buf), hi, out=buf)
+        flags = _outside(z, None, hi, buf)
     elif not math.isinf(lo) and not math.isinf(hi):
-        centre, half = (lo + hi) / 2, (hi - lo) / 2
-        flags = torch.gt(torch.sub(z, centre, out=buf).abs_(), half, out=buf)
+        flags = _outside(z, (lo + hi) / 2, (hi - lo) / 2, buf)
     elif not math.isinf(hi):
         flags = torch.gt(z, hi, out=buf)
     else:
@@ -914,6 +888,14 @@ def _beyond(
     if weight is not None:
         flags = flags.mul_(weight)
     return flags.sum(dims, dtype=torch.float32).to(torch.float64)
+
+
+def _outside(z: Tensor, centre: Tensor | float | None, half: Tensor | float, out: Tensor) -> Tensor:
+    """1 where ``|z - centre| > half`` (outside a two-sided band; *centre* None means 0),
+    else 0, written into *out* (a scratch tensor shaped like *z*). *centre* and *half*
+    may be per-column tensors."""
+    distance = torch.abs(z, out=out) if centre is None else torch.sub(z, centre, out=out).abs_()
+    return torch.gt(distance, half, out=out)
 
 
 def _collapse(site: _Site) -> None:

@@ -115,6 +115,7 @@ _NUMERIC = {
     "kappa",
     "zeros",
     "non-finite",
+    "grad share",
     "units",
     "zero-grad",
     "near-sat",
