@@ -298,3 +298,53 @@ def test_workspace_does_not_keep_very_large_temporaries(monkeypatch):
     assert ws.like("a", torch.zeros(16)).data_ptr() == small.data_ptr()
     big = ws.like("a", torch.zeros(17))  # 68 bytes: a fresh tensor, not kept
     assert big.shape == (17,) and ws.like("a", torch.zeros(16)).data_ptr() == small.data_ptr()
+
+
+def test_fused_mean_var_applies_to_columns_and_declines_what_it_cannot_do_exactly():
+    """One fused kernel for the columns of [N, F] (and [N, T, F]); None for channel
+    layouts, non-contiguous tensors and float32 features too far from zero for it."""
+    from scalecheck.monitors._kernels import FUSED_MAX_OFFSET, fused_mean_var
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 5, generator=gen, dtype=torch.float64) * 3 + 10
+    for t, dims in ((x.float(), (0,)), (x.float().reshape(8, 8, 5), (0, 1)), (x, (0,))):
+        fused = fused_mean_var(t, dims)
+        assert fused is not None
+        mean, var = fused
+        ref = x.numpy()
+        np.testing.assert_allclose(mean.double().numpy(), ref.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(var.double().numpy(), ref.var(0), rtol=1e-5)
+    image = torch.randn(4, 3, 5, 5, generator=gen)
+    assert fused_mean_var(image, (0, 2, 3)) is None  # channels: plain reductions
+    assert fused_mean_var(x.float().T, (1,)) is None  # not the leading dimension
+    assert fused_mean_var(x.float().T.contiguous().T, (0,)) is None  # not contiguous
+    far = torch.randn(64, 2, generator=gen) + torch.tensor([0.0, 3 * FUSED_MAX_OFFSET])
+    assert fused_mean_var(far, (0,)) is None  # float32 feature at 3000 std from zero
+    assert fused_mean_var(far.double(), (0,)) is not None  # float64 keeps its precision
+    const = torch.cat([x.float(), torch.full((64, 1), 0.1)], 1)  # 0.1: inexact sums
+    assert fused_mean_var(const, (0,)) is None  # constant: |mean| / std is infinite
+    lo, hi = const.amin(0), const.amax(0)
+    mean, var = fused_mean_var(const, (0,), lo, hi)  # unless the range shows it constant
+    assert mean[-1].item() == const[0, -1].item() and var[-1].item() == 0.0
+
+
+@pytest.mark.parametrize("offset", [0.0, 50.0, 1e5])
+def test_fused_and_shifted_paths_agree_on_offset_data(offset):
+    """The accumulator takes the fused kernel near zero and the shifted sums far from it;
+    both equal float64 numpy on float32 data, constant features included."""
+    from scalecheck.monitors._kernels import Accumulator, Workspace
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 256, 4, generator=gen, dtype=torch.float64) * 2 + offset
+    x[:, :, 3] = offset + 1.0  # a constant feature: variance 0
+    data = x.float()
+    ref = data.double().reshape(-1, 4).numpy()
+    for masked in (True, False):
+        acc = Accumulator(4, masked=masked, workspace=Workspace())
+        for part in data:
+            acc.add(part, (0,))
+        m = acc.moments()
+        np.testing.assert_allclose(m.mean.numpy(), ref.mean(0), rtol=1e-6, atol=1e-6)
+        # the tolerance of the other accumulator tests: at 1e5 the first batch's float32
+        # mean, around which its M2 is taken, is off by a few ulps
+        np.testing.assert_allclose(np.sqrt(variance(m).numpy()), ref.std(0), rtol=1e-4, atol=1e-6)

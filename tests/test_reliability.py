@@ -361,3 +361,27 @@ def test_non_finite_inputs_activations_and_loss_become_findings():
     sc105 = next(f for f in report.findings if f.code == "SC105")
     assert sc105.evidence["counts"] == {"input[0]": 1, "input[1]": 1}
     report.to_json()  # allow_nan=False inside: raises if a NaN slipped through
+
+
+def test_bitwise_comparison_of_the_borrowed_state():
+    """restore() finds changes by comparing raw bytes (numpy, on CPU): exact bits, not values."""
+    from scalecheck.session._borrow import _same
+
+    x = torch.tensor([1.0, float("nan"), -0.0, 3.0])
+    assert _same(x, x.clone())  # NaN equals NaN at the same place
+    assert not _same(x, torch.tensor([1.0, float("nan"), 0.0, 3.0]))  # -0.0 is not 0.0
+    assert not _same(x, torch.tensor([1.0, float("nan"), -0.0, 3.0000002]))
+    assert not _same(x, x.double())
+    assert not _same(x, x[:3])
+    w = torch.randn(6, 5)
+    assert _same(w.T, w.T.contiguous())  # non-contiguous
+    changed = w.clone()
+    changed[5, 4] = torch.nextafter(changed[5, 4], torch.tensor(10.0))
+    assert not _same(w, changed)
+    for dtype in (torch.bfloat16, torch.float16, torch.int8, torch.bool, torch.complex64):
+        t = torch.ones(3, 3, dtype=dtype)
+        assert _same(t, t.clone())
+    z = torch.randn(3, dtype=torch.complex64)
+    assert _same(z.conj(), z.conj().resolve_conj())
+    assert not _same(z, z.conj().resolve_conj())
+    assert _same(torch.zeros(0, 3), torch.zeros(0, 3))

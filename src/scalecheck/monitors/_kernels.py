@@ -31,6 +31,7 @@ from torch import Tensor
 
 __all__ = [
     "FLUSH_ELEMENTS",
+    "FUSED_MAX_OFFSET",
     "WORKSPACE_MAX_BYTES",
     "Accumulator",
     "Gram",
@@ -42,9 +43,11 @@ __all__ = [
     "empty_gram",
     "empty_moments",
     "fast_moments",
+    "fused_mean_var",
     "masked_moments",
     "merge_gram",
     "merge_moments",
+    "shifted_sums",
     "variance",
 ]
 
@@ -322,6 +325,89 @@ class Pending:
 
 #: The largest temporary a :class:`Workspace` keeps (bytes); larger ones are allocated
 #: per use.
+#: Largest ``|mean| / std`` of a float32 feature for which :func:`fused_mean_var` trusts
+#: the fused kernel. Its variance is taken around its own float32 mean, whose rounding
+#: error (a few ulps of ``|mean|``) adds its square to the variance: measured against
+#: float64 on 4 to 4096 rows, the relative error of the variance is at most 1.3e-6 up to
+#: ``|mean| / std = 1e3``, 8e-5 at 1e4 and 1.7e-3 at 1e5. Features further from zero
+#: take the shifted path, which is exact there.
+FUSED_MAX_OFFSET = 1e3
+
+
+def _fusable(x: Tensor, dims: tuple[int, ...]) -> bool:
+    """Whether *dims* are the leading dimensions of a contiguous float CPU tensor and the
+    last one is kept: the layout ``torch.batch_norm_update_stats`` reduces in one pass."""
+    k = len(dims)
+    return (
+        x.device.type == "cpu"
+        and x.dim() >= 2
+        and k == x.dim() - 1
+        and dims == tuple(range(k))
+        and x.is_contiguous()
+        and x.dtype in (torch.float32, torch.float64)
+        and x.numel() > 0
+    )
+
+
+def fused_mean_var(
+    x: Tensor, dims: tuple[int, ...], lo: Tensor | None = None, hi: Tensor | None = None
+) -> tuple[Tensor, Tensor] | None:
+    """Per-feature mean and biased variance of *x* reduced over *dims*, from one fused
+    kernel, or None where it does not apply.
+
+    ``torch.batch_norm_update_stats`` computes the mean and then the variance around it
+    (two reads, no writes, never ``E[x^2] - E[x]^2``) for the columns of ``[N, F]`` (and
+    of ``[N, T, F]`` seen as ``[N*T, F]``), on CPU. None is returned for other layouts
+    (for the channels of ``[N, C, H, W]`` that kernel is slower than plain reductions),
+    other devices, and float32 data where some feature's ``|mean|`` exceeds
+    :data:`FUSED_MAX_OFFSET` times its standard deviation (there the variance would lose
+    precision; reading that check is free on CPU). Given the per-feature range *lo*, *hi*,
+    a constant feature (``lo == hi``) passes the check and gets its exact mean and a
+    variance of 0. NaN and inf propagate.
+
+    Example:
+        >>> mean, var = fused_mean_var(torch.tensor([[1.0, 10.0], [3.0, 30.0]]), (0,))
+        >>> mean.tolist(), var.tolist()
+        ([2.0, 20.0], [1.0, 100.0])
+    """
+    if not _fusable(x, dims):
+        return None
+    mean, var = torch.batch_norm_update_stats(x.view(-1, x.shape[-1]), None, None, 0.0)
+    constant = None if lo is None or hi is None else torch.eq(lo, hi)
+    if x.dtype == torch.float32:
+        imprecise = torch.gt(mean * mean, var * FUSED_MAX_OFFSET**2)
+        if constant is not None:
+            imprecise &= ~constant
+        if bool(imprecise.any()):
+            return None
+    if constant is not None:
+        mean = torch.where(constant, lo.to(mean.dtype), mean)  # type: ignore[union-attr]
+        var = var.masked_fill_(constant, 0.0)
+    return mean, var
+
+
+def shifted_sums(y: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """``(sum(y), sum(y^2))`` reduced over *dims*, in *y*'s float dtype. *y* is scratch
+    (already shifted near the data): it may be overwritten.
+
+    Where :func:`fused_mean_var`'s kernel applies, both come from it (``n * mean`` and
+    ``n * (var + mean^2)``): measured on a 256x512 float32 tensor, 40 us against 71 us for
+    sum, ``square_``, sum, which the other layouts and devices take.
+
+    Example:
+        >>> y = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
+        >>> s1, s2 = shifted_sums(y.clone(), (0,))
+        >>> s1.tolist(), s2.tolist()
+        ([4.0, 2.0], [10.0, 20.0])
+    """
+    if _fusable(y, dims):
+        rows = y.view(-1, y.shape[-1])
+        mean, var = torch.batch_norm_update_stats(rows, None, None, 0.0)
+        n = float(rows.shape[0])
+        return mean * n, var.addcmul_(mean, mean).mul_(n)
+    return y.sum(dims), y.square_().sum(dims)
+
+
 WORKSPACE_MAX_BYTES = 4 << 20
 
 
@@ -413,6 +499,7 @@ class Accumulator:
         self.masked = masked
         self.unit_range = unit_range
         self.shift: Tensor | None = None
+        self._shift_cast: Tensor | None = None
         self.n = zeros
         self.s1 = zeros.clone()
         self.s2 = zeros.clone()
@@ -464,19 +551,28 @@ class Accumulator:
         assert self.shift is not None
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
-        y = torch.sub(x, _keep(self.shift.to(x.dtype), x, dims), out=self.workspace.like("y", x))
         count: float | Tensor
         if weight is None:
             count = float(x.numel() // max(1, _numel_kept(x, dims)))
             lo, hi = _aminmax(x, dims) if self.unit_range else torch.aminmax(x)
+            fused = fused_mean_var(x, dims)
+            if fused is not None:
+                self.add_mean_var(count, *fused, lo, hi)
+                return
+            y = torch.sub(
+                x, _keep(self._shift_as(x.dtype), x, dims), out=self.workspace.like("y", x)
+            )
         else:
+            y = torch.sub(
+                x, _keep(self._shift_as(x.dtype), x, dims), out=self.workspace.like("y", x)
+            )
             w = weight.to(x.dtype).expand_as(x)
             y.mul_(w)
             count = w.sum(dims)
             over = dims if self.unit_range else tuple(range(x.dim()))
             lo = torch.where(w > 0, x, float("inf")).amin(over)
             hi = torch.where(w > 0, x, float("-inf")).amax(over)
-        self.add_sums(count, y.sum(dims), y.square_().sum(dims), lo, hi)
+        self.add_sums(count, *shifted_sums(y, dims), lo, hi)
 
     def add_sums(
         self, count: float | Tensor, s1: Tensor, s2: Tensor, lo: Tensor, hi: Tensor
@@ -488,29 +584,61 @@ class Accumulator:
         self.n.add_(count)
         self.s1.add_(s1)
         self.s2.add_(s2)
-        torch.minimum(self.lo, lo.to(_F64), out=self.lo)
-        torch.maximum(self.hi, hi.to(_F64), out=self.hi)
+        # float32 operands are widened inside the in-place float64 operations: no copies
+        torch.minimum(self.lo, lo, out=self.lo)
+        torch.maximum(self.hi, hi, out=self.hi)
+
+    def add_mean_var(self, count: float, mean: Tensor, var: Tensor, lo: Tensor, hi: Tensor) -> None:
+        """Add a batch of *count* values per feature given its per-feature *mean* and
+        biased variance *var* (see :func:`fused_mean_var`) and its range: its sums around
+        :attr:`shift` are ``count * d`` and ``count * (var + d^2)`` with ``d = mean -
+        shift``, added in place."""
+        d = mean - self._shift_as(mean.dtype)
+        self.n.add_(count)
+        self.s1.add_(d, alpha=count)
+        self.s2.add_(var, alpha=count).addcmul_(d, d, value=count)
+        torch.minimum(self.lo, lo, out=self.lo)
+        torch.maximum(self.hi, hi, out=self.hi)
+
+    def _shift_as(self, dtype: torch.dtype) -> Tensor:
+        """The shift in *dtype*, converted once (not once per batch)."""
+        assert self.shift is not None
+        cached = self._shift_cast
+        if cached is None or cached.dtype != dtype:
+            cached = self._shift_cast = self.shift.to(dtype)
+        return cached
 
     def _add_masked(self, x: Tensor, dims: tuple[int, ...], valid: Tensor | None) -> None:
         assert self.shift is not None
         work = torch.float32 if x.dtype in _EXACT_IN_F32 else _F64
         xw = x.to(work)
         if valid is None and xw.device.type == "cpu":
-            y = torch.sub(
-                xw, _keep(self.shift.to(work), xw, dims), out=self.workspace.like("y", xw)
-            )
-            s1 = y.sum(dims)
-            # a finite sum means no NaN or inf in the batch (an overflowing one takes the
-            # masked path below, which is exact); reading it is free on CPU
-            if bool(torch.isfinite(s1).all()):
-                count = float(xw.numel() // max(1, _numel_kept(xw, dims)))
-                self.add_sums(count, s1, y.square_().sum(dims), *_aminmax(xw, dims))
-                # zeros as count - sum(x != 0): a comparison written as 0/1 into scratch
-                # and a float sum, several times cheaper than (x == 0).sum() on CPU
-                nonzero = torch.ne(xw, 0, out=self.workspace.like("y", xw)).sum(dims)
-                self.zeros.add_(count - nonzero)
-                return
+            count = float(xw.numel() // max(1, _numel_kept(xw, dims)))
+            lo, hi = _aminmax(xw, dims)
+            fused = fused_mean_var(xw, dims, lo, hi)
+            # a finite mean (or sum) means no NaN or inf in the batch (an overflowing sum
+            # takes the masked path below, which is exact); reading it is free on CPU
+            if fused is not None:
+                if bool(torch.isfinite(fused[0]).all()):
+                    self.add_mean_var(count, *fused, lo, hi)
+                    self._add_zeros(count, xw, dims)
+                    return
+            else:
+                y = torch.sub(
+                    xw, _keep(self._shift_as(work), xw, dims), out=self.workspace.like("y", xw)
+                )
+                s1, s2 = shifted_sums(y, dims)
+                if bool(torch.isfinite(s1).all()):
+                    self.add_sums(count, s1, s2, lo, hi)
+                    self._add_zeros(count, xw, dims)
+                    return
         self._add_moments(masked_moments(xw, dims, valid, shift=self.shift))
+
+    def _add_zeros(self, count: float, x: Tensor, dims: tuple[int, ...]) -> None:
+        # zeros as count - sum(x != 0): a comparison written as 0/1 into scratch and a
+        # float sum, several times cheaper than (x == 0).sum() on CPU
+        nonzero = torch.ne(x, 0, out=self.workspace.like("y", x)).sum(dims)
+        self.zeros.add_(count - nonzero)
 
     @classmethod
     def from_moments(cls, m: Moments, masked: bool = True) -> Accumulator:

@@ -39,7 +39,16 @@ from torch.overrides import TorchFunctionMode
 from ..measurements import ActivationStats, Histogram
 from ..session._tracker import ModuleTracker
 from . import nonlinearities as nls
-from ._kernels import FLUSH_ELEMENTS, Accumulator, Moments, Pending, Workspace, variance
+from ._kernels import (
+    FLUSH_ELEMENTS,
+    Accumulator,
+    Moments,
+    Pending,
+    Workspace,
+    fused_mean_var,
+    shifted_sums,
+    variance,
+)
 
 __all__ = ["HIST_BINS", "HIST_CALLS", "HIST_RANGE", "ActivationMonitor", "Consumer", "Structure"]
 
@@ -391,18 +400,32 @@ class ActivationMonitor:
             self._joint[key] = joint
         g, width = len(sites), sites[0].units
         rows = float(z.shape[0])
-        y = torch.sub(z, joint.shift, out=self.workspace.like("y", z))
-        s1 = y.sum(0).to(torch.float64).view(g, width)
-        s2 = y.square_().sum(0).to(torch.float64).view(g, width)
+        # float32 sums around the shifts, widened when added into the float64 state
+        fused = fused_mean_var(z, (0,))
+        if fused is not None:
+            mean, var = fused
+            d = mean - joint.shift
+            s1, s2 = d * rows, torch.addcmul(var, d, d).mul_(rows)
+        else:
+            y = torch.sub(z, joint.shift, out=self.workspace.like("y", z))
+            s1, s2 = shifted_sums(y, (0,))
+        s1, s2 = s1.view(g, width), s2.view(g, width)
         blocks = z.view(z.shape[0], g, width)
-        lo, hi = blocks.amin((0, 2)), blocks.amax((0, 2))
+        # per column, then per block: reducing dims (0, 2) of the [rows, g, width] view at
+        # once is nearly twice as slow (81 vs 46 us on [512, 512])
+        lo, hi = z.amin(0).view(g, width).amin(1), z.amax(0).view(g, width).amax(1)
+        bands = ((joint.exact_centre, joint.exact_half), (joint.near_centre, joint.near_half))
         counts = []
-        for centre, half in (
-            (joint.exact_centre, joint.exact_half),
-            (joint.near_centre, joint.near_half),
-        ):
-            flags = _outside(z, centre, half, self.workspace.like("beyond", z))
-            counts.append(flags.sum(0, dtype=torch.float32).to(torch.float64).view(g, width))
+        if all(centre is None for centre, _ in bands):
+            # bands symmetric about 0 (sigmoid, tanh): |z| once, one comparison per band
+            distance = torch.abs(z, out=self.workspace.like("abs", z))
+            for _, half in bands:
+                flags = torch.gt(distance, half, out=self.workspace.like("beyond", z))
+                counts.append(flags.sum(0, dtype=torch.float32).view(g, width))
+        else:
+            for centre, half in bands:
+                flags = _outside(z, centre, half, self.workspace.like("beyond", z))
+                counts.append(flags.sum(0, dtype=torch.float32).view(g, width))
         exact, near = counts
         for i, site in enumerate(sites):
             if site.calls < HIST_CALLS:

