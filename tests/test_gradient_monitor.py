@@ -22,17 +22,23 @@ def _grads(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return w, b
 
 
-@pytest.mark.parametrize("exact_limit", [gm._EXACT_F32_COUNT, 8])
-def test_norms_zero_fractions_and_shares_match_numpy(monkeypatch, exact_limit):
-    # a low limit sends every parameter through the float64 counting branch
-    monkeypatch.setattr(gm, "_EXACT_F32_COUNT", exact_limit)
+@pytest.mark.parametrize(
+    ("contiguous", "direct"),
+    [(True, True), (False, True), (True, False)],
+    ids=["fused-column-squares", "squares-in-scratch", "scaled-by-max"],
+)
+def test_norms_zero_fractions_and_shares_match_numpy(monkeypatch, contiguous, direct):
+    # the three ways the input layer's squares are taken: one fused read of a contiguous
+    # linear weight, squares written to scratch, and squares of g / max|g|
+    if not direct:
+        monkeypatch.setattr(gm, "_DIRECT_SQUARE", (1.0, 0.0))  # an empty range
     layer = nn.Linear(5, 6)
     params = [("weight", layer.weight), ("bias", layer.bias)]
     monitor = gm.GradientMonitor(params, torch.device("cpu"))
     monitor.watch_input_layer({"weight", "bias"}, 5)
     batches = [_grads(s) for s in range(4)]
     for w, b in batches:
-        monitor.update([w.t().contiguous().t(), b])  # also a non-contiguous gradient
+        monitor.update([w if contiguous else w.t().contiguous().t(), b])
     weight, bias = monitor.results()
     ws = np.stack([w.numpy() for w, _ in batches]).astype(np.float64)
     bs = np.stack([b.numpy() for _, b in batches]).astype(np.float64)

@@ -88,8 +88,8 @@ class GradientMonitor:
                 squares = torch.cat(parts)
             assert squares is not None
             self._norm2.index_add_(0, self._index, squares)
-            counts = torch.stack([_nonzero(g, self.workspace) for _, g in present])
-            self._nonzero.index_add_(0, self._index, counts)
+            counts = torch.stack([_nonzero(g) for _, g in present])
+            self._nonzero.index_add_(0, self._index, counts.to(torch.float64))
 
     def _add_share(self, g: Tensor) -> Tensor:
         """Add each input feature's squared gradient (the sums over every dimension but
@@ -112,12 +112,19 @@ class GradientMonitor:
         # tenth of ``vector_norm(g, inf)``, which is not vectorized on CPU
         lo, hi = torch.aminmax(g)
         top = torch.maximum(hi, -lo)
-        square = self.workspace.like("square", g)
         if g.device.type == "cpu" and _DIRECT_SQUARE[0] <= float(top) <= _DIRECT_SQUARE[1]:
-            columns = torch.mul(g, g, out=square).sum(dims).double()
+            if g.dim() == 2 and g.is_contiguous():
+                # a linear weight [out, in]: the column sums of squares are n * (var +
+                # mean^2) from one fused read (no squares written to memory; their error
+                # is 2 ulps of the mean's, relative to the sum)
+                mean, var = torch.batch_norm_update_stats(g, None, None, 0.0)
+                columns = var.addcmul_(mean, mean).double() * g.shape[0]
+            else:
+                square = self.workspace.like("square", g)
+                columns = torch.mul(g, g, out=square).sum(dims).double()
         else:
             scale = torch.where(top > 0, top, 1.0).double()  # a zero gradient adds zeros
-            scaled = torch.div(g, scale.to(g.dtype), out=square)
+            scaled = torch.div(g, scale.to(g.dtype), out=self.workspace.like("square", g))
             columns = scaled.square_().sum(dims).double() * scale.square()
         self._share += columns
         return columns.sum()
@@ -175,25 +182,18 @@ class GradientMonitor:
 #: (see :meth:`GradientMonitor._add_share`).
 _DIRECT_SQUARE = (2.0**-40, 2.0**60)
 
-#: Float32 sums of 0/1 values are exact while every partial sum stays below 2**24 (the
-#: float32 significand), which a tensor of fewer elements guarantees.
-_EXACT_F32_COUNT = 1 << 24
 
+def _nonzero(g: Tensor) -> Tensor:
+    """How many entries of *g* are not exactly zero (an int64 scalar, exact at any size).
 
-def _nonzero(g: Tensor, workspace: Workspace) -> Tensor:
-    """How many entries of *g* are not exactly zero (a float64 scalar).
-
-    The comparison is written as 0/1 into a float scratch tensor and summed: 3x faster
-    than ``(g != 0).sum()`` or ``count_nonzero`` on CPU (no boolean reduction). The sum
-    runs in float32, exact below :data:`_EXACT_F32_COUNT` elements, because a float64 sum
-    of a float32 tensor first converts it (a full copy at twice the size). A NaN entry
-    counts as non-zero; the caller reports non-finite gradients from their norm.
+    ``count_nonzero`` reads *g* once and writes nothing. Timed per batch right after the
+    backward of the MLP 784 benchmark, it took 160 us on the 512x784 input-layer gradient,
+    against 358 us for a comparison written as 0/1 into scratch and summed (faster in a
+    tight loop, but writing 1.6 MB to memory the backward has just evicted costs more
+    than it saves). A NaN entry counts as non-zero; the caller reports non-finite
+    gradients from their norm.
     """
-    work = g.dtype if g.dtype in (torch.float32, torch.float64) else torch.float32
-    ind = torch.ne(g, 0, out=workspace.like("nonzero", g, work))
-    if ind.dtype == torch.float32 and ind.numel() >= _EXACT_F32_COUNT:
-        return ind.sum(dtype=torch.float64)
-    return ind.sum().to(torch.float64)
+    return torch.count_nonzero(g)
 
 
 def _norms(tensors: list[Tensor], ord: float = 2.0) -> Tensor:
