@@ -588,13 +588,8 @@ class Accumulator:
             if fused is not None:
                 self.add_mean_var(count, *fused, lo, hi)
                 return
-            y = torch.sub(
-                x, _keep(self._shift_as(x.dtype), x, dims), out=self.workspace.like("y", x)
-            )
-        else:
-            y = torch.sub(
-                x, _keep(self._shift_as(x.dtype), x, dims), out=self.workspace.like("y", x)
-            )
+        y = torch.sub(x, _keep(self._shift_as(x.dtype), x, dims), out=self.workspace.like("y", x))
+        if weight is not None:
             w = weight.to(x.dtype).expand_as(x)
             y.mul_(w)
             count = w.sum(dims)

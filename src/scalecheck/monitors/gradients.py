@@ -78,15 +78,10 @@ class GradientMonitor:
             # (one read fewer, and free of float32 underflow); the others from one foreach
             # norm
             others = [g for i, g in present if i != share]
-            squares = _norms(others).square() if others else None
-            if share is not None and share in idx:
-                own = self._add_share(grads[share].detach())  # type: ignore[union-attr]
-                at = idx.index(share)
-                parts = [own.reshape(1)]
-                if squares is not None:
-                    parts = [squares[:at], parts[0], squares[at:]]
-                squares = torch.cat(parts)
-            assert squares is not None
+            rest = list(_norms(others).square().unbind()) if others else []
+            squares = torch.stack(
+                [self._add_share(g) if i == share else rest.pop(0) for i, g in present]
+            )
             self._norm2.index_add_(0, self._index, squares)
             counts = torch.stack([_nonzero(g) for _, g in present])
             self._nonzero.index_add_(0, self._index, counts.to(torch.float64))
