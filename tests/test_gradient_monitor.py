@@ -31,7 +31,7 @@ def test_norms_zero_fractions_and_shares_match_numpy(monkeypatch, contiguous, di
     # the three ways the input layer's squares are taken: one fused read of a contiguous
     # linear weight, squares written to scratch, and squares of g / max|g|
     if not direct:
-        monkeypatch.setattr(gm, "_DIRECT_SQUARE", (1.0, 0.0))  # an empty range
+        monkeypatch.setattr(gm, "_DIRECT_MIN", math.inf)  # never kept as computed directly
     layer = nn.Linear(5, 6)
     params = [("weight", layer.weight), ("bias", layer.bias)]
     monitor = gm.GradientMonitor(params, torch.device("cpu"))
@@ -98,3 +98,27 @@ def test_the_report_tables_show_each_features_gradient_share():
     rows = [r for r in report._repr_markdown_().splitlines() if r.startswith("| `input[")]
     assert len(rows) == 2 and all(r.rstrip(" |").endswith("%") for r in rows)
     assert "grad share" in report._repr_html_()
+
+
+def test_statistics_fold_across_many_batches_with_unused_parameters():
+    from scalecheck.monitors._kernels import DEFER_BATCHES
+
+    layer = nn.Linear(5, 6)
+    params = [("weight", layer.weight), ("bias", layer.bias)]
+    monitor = gm.GradientMonitor(params, torch.device("cpu"))
+    monitor.watch_input_layer({"weight", "bias"}, 5)
+    batches = [_grads(s) for s in range(2 * DEFER_BATCHES + 3)]
+    for k, (w, b) in enumerate(batches):
+        monitor.update([w, None if k % 5 == 0 else b])  # the bias unused in some batches
+    weight, bias = monitor.results()
+    ws = np.stack([w.numpy() for w, _ in batches]).astype(np.float64)
+    bs = np.stack([b.numpy() for k, (_, b) in enumerate(batches) if k % 5]).astype(np.float64)
+    n = len(batches)
+    assert weight.grad_norm == pytest.approx(math.sqrt((ws**2).sum() / n), rel=1e-6)
+    assert bias.grad_norm == pytest.approx(math.sqrt((bs**2).sum() / n), rel=1e-6)
+    assert weight.zero_fraction == pytest.approx((ws == 0).mean())
+    # a batch that does not reach a parameter gives it a zero gradient
+    unused = n - len(bs)
+    assert bias.zero_fraction == pytest.approx(((bs == 0).sum() + unused * 6) / (n * 6))
+    share = (ws**2).sum((0, 1))
+    assert weight.feature_share == pytest.approx(tuple(share / share.sum()), rel=1e-6)

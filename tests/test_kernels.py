@@ -348,3 +348,88 @@ def test_fused_and_shifted_paths_agree_on_offset_data(offset):
         # the tolerance of the other accumulator tests: at 1e5 the first batch's float32
         # mean, around which its M2 is taken, is off by a few ulps
         np.testing.assert_allclose(np.sqrt(variance(m).numpy()), ref.std(0), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_accumulator_folds_many_batches_exactly(seed):
+    """More batches than one stash holds, mixing the fused path, the shifted path (a
+    feature far from zero in some batches), batches with and without zeros and single-row
+    batches: the folded state equals numpy on the concatenation."""
+    from scalecheck.monitors._kernels import DEFER_BATCHES, Accumulator
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for b in range(2 * DEFER_BATCHES + 5):
+        rows = int(rng.integers(1, 20))
+        x = rng.normal(0.0, 1.0, (rows, 3))
+        if b % 3 == 0:
+            x[::2, 0] = 0.0  # zeros in some batches only
+        x[:, 2] = x[:, 2] * (1e-3 if b % 4 == 0 else 1.0) + 1e4  # |mean| / std up to 1e7
+        parts.append(x.astype(np.float32))
+    acc = Accumulator(3)
+    for part in parts:
+        acc.add(torch.from_numpy(part), (0,))
+    m = acc.moments()
+    ref = np.concatenate(parts).astype(np.float64)
+    assert m.n.tolist() == [float(len(ref))] * 3
+    np.testing.assert_allclose(m.mean.numpy(), ref.mean(0), rtol=1e-7, atol=1e-6)
+    np.testing.assert_allclose(np.sqrt(variance(m).numpy()), ref.std(0), rtol=1e-4)
+    np.testing.assert_array_equal(m.min.numpy(), ref.min(0))
+    np.testing.assert_array_equal(m.max.numpy(), ref.max(0))
+    np.testing.assert_array_equal(m.zeros.numpy(), (ref == 0).sum(0))
+
+
+def test_unmasked_accumulator_folds_weighted_and_plain_batches_together():
+    from scalecheck.monitors._kernels import DEFER_BATCHES, Accumulator
+
+    rng = np.random.default_rng(7)
+    acc = Accumulator(4, masked=False, unit_range=False)
+    kept = []
+    for b in range(DEFER_BATCHES + 9):
+        x = rng.normal(2.0, 3.0, (12, 4)).astype(np.float32)
+        if b % 2:
+            w = (rng.random((12, 1)) > 0.4).astype(np.float32)
+            acc.add(torch.from_numpy(x), (0,), weight=torch.from_numpy(w))
+            kept.append(x[w[:, 0] > 0])
+        else:
+            acc.add(torch.from_numpy(x), (0,))
+            kept.append(x)
+    m = acc.moments()
+    ref = np.concatenate(kept).astype(np.float64)
+    np.testing.assert_allclose(m.n.numpy(), [float(len(ref))] * 4)
+    np.testing.assert_allclose(m.mean.numpy(), ref.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt(variance(m).numpy()), ref.std(0), rtol=1e-5)
+    assert m.min.tolist() == [float(ref.min())] * 4 and m.max.tolist() == [float(ref.max())] * 4
+
+
+def test_gram_accumulator_buffers_rows_and_equals_the_batch_merge():
+    from scalecheck.monitors._kernels import GramAccumulator
+
+    rng = np.random.default_rng(3)
+    shift = torch.tensor([50.0, -1.0, 0.0], dtype=torch.float64)
+    acc = GramAccumulator(3, shift, rows=5)  # batches below, at and above the capacity
+    merged = empty_gram(3)._replace(shift=shift.clone())
+    for rows in (1, 4, 2, 5, 7, 3, 3, 1, 6):
+        x = rng.normal(50.0, 5.0, (rows, 3)).astype(np.float32)
+        if rows == 3:
+            x[0, 1] = np.nan  # left out
+        acc.add(torch.from_numpy(x))
+        finite = torch.from_numpy(x[np.isfinite(x).all(1)])
+        merged = merge_gram(merged, batch_gram(finite, shift))
+    got = acc.gram()
+    assert float(got.n) == float(merged.n) == 30.0
+    torch.testing.assert_close(got.s, merged.s, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(got.g, merged.g, rtol=1e-12, atol=1e-9)
+
+
+def test_kappa_of_collinear_or_constant_features():
+    x = torch.linspace(0, 1, 50, dtype=torch.float64)
+    collinear = torch.stack([x, 2 * x + 1], 1)
+    assert kappa_from_gram(batch_gram(collinear, collinear.mean(0)))[0] == float("inf")
+    constant = torch.stack([x, torch.full_like(x, 3.0)], 1)  # the constant one is left out
+    raw, standardized = kappa_from_gram(batch_gram(constant, constant.mean(0)))
+    assert raw is not None and 1 < raw < float("inf") and standardized == pytest.approx(1.0)
+    assert kappa_from_gram(batch_gram(constant[:, 1:], constant[:, 1:].mean(0))) == (
+        float("inf"),
+        None,
+    )

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..measurements import GradientStats
-from ._kernels import Workspace
+from ._kernels import Stash, Workspace
 
 __all__ = ["GradientMonitor"]
 
@@ -44,8 +44,9 @@ class GradientMonitor:
         self._share_index: int | None = None
         self._share_features = 0
         self._share: Tensor | None = None
-        self._last_idx: list[int] = []
-        self._index = torch.zeros(0, dtype=torch.long, device=device)
+        self._index_cache: dict[tuple[int, ...], Tensor] = {}
+        self._stash = Stash()
+        self._share_stash = Stash()
         self.workspace = Workspace()
 
     def watch_input_layer(self, names: set[str], features: int) -> None:
@@ -61,71 +62,104 @@ class GradientMonitor:
                 break
 
     def update(self, grads: Sequence[Tensor | None]) -> None:
-        """Add one batch of gradients (``None`` for parameters the loss does not reach)."""
+        """Add one batch of gradients (``None`` for parameters the loss does not reach).
+
+        The per-batch reductions run at once (one foreach norm, a count of non-zero entries
+        per parameter, the input layer's per-feature squares); their small results are
+        stashed and folded into the float64 state a few batches at a time (see
+        :class:`~scalecheck.monitors._kernels.Stash`)."""
         present = [(i, g.detach()) for i, g in enumerate(grads) if g is not None]
         self._batches += 1
         if not present:
             return
-        idx = [i for i, _ in present]
-        for i in idx:
+        for i, _ in present:
             self._used[i] = True
         share = self._share_index
         with torch.no_grad():
-            if idx != self._last_idx:
-                self._index = torch.tensor(idx, device=self.device)
-                self._last_idx = idx
             # the input layer's weight gets its squared norm from its per-feature squares
             # (one read fewer, and free of float32 underflow); the others from one foreach
             # norm
-            others = [g for i, g in present if i != share]
-            rest = list(_norms(others).square().unbind()) if others else []
-            squares = torch.stack(
-                [self._add_share(g) if i == share else rest.pop(0) for i, g in present]
+            others = [(i, g) for i, g in present if i != share]
+            norms = _norm_list([g for _, g in others])
+            for i, g in present:
+                if i == share:
+                    self._add_share(g)
+            counts = [_nonzero(g) for _, g in present]
+            full = self._stash.push(
+                tuple(i for i, _ in others), norms, tuple(i for i, _ in present), counts
             )
-            self._norm2.index_add_(0, self._index, squares)
-            counts = torch.stack([_nonzero(g) for _, g in present])
-            self._nonzero.index_add_(0, self._index, counts.to(torch.float64))
+        if full:
+            self._fold()
 
-    def _add_share(self, g: Tensor) -> Tensor:
-        """Add each input feature's squared gradient (the sums over every dimension but
-        the weight's input dimension) and return their total, the weight's squared
-        gradient norm (a float64 scalar).
+    def _fold(self) -> None:
+        """Add the stashed per-batch results to the float64 state."""
+        with torch.no_grad():
+            if self._stash:
+                norm_index, norms, count_index, counts = self._stash.take()
+                index = [i for batch in norm_index for i in batch]
+                if index:
+                    squares = torch.stack([n for batch in norms for n in batch])
+                    self._norm2.index_add_(0, self._indices(index), squares.double().square())
+                index = [i for batch in count_index for i in batch]
+                found = torch.stack([c for batch in counts for c in batch])
+                self._nonzero.index_add_(0, self._indices(index), found.double())
+            if self._share_stash and self._share is not None:
+                assert self._share_index is not None
+                columns, factors = self._share_stash.take()
+                weight = torch.tensor(factors, dtype=torch.float64, device=self.device)
+                columns = (columns.double() * weight.unsqueeze(1)).sum(0)
+                self._share += columns
+                self._norm2[self._share_index] += columns.sum()
+
+    def _indices(self, index: list[int]) -> Tensor:
+        key = tuple(index)
+        cached = self._index_cache.get(key)
+        if cached is None:
+            cached = self._index_cache[key] = torch.tensor(index, device=self.device)
+        return cached
+
+    def _add_share(self, g: Tensor) -> None:
+        """Stash each input feature's squared gradient (the sums over every dimension but
+        the weight's input dimension); at the fold they are added to the shares, and their
+        total to the weight's squared gradient norm.
 
         Squaring float32 entries underflows exactly where shares matter most: on the raw
         reference case the first layer's few non-zero gradient entries are so small that
-        their float32 squares are 0. So the squares are taken of ``g / max|g|``, which lie
-        in [0, 1], and the scale comes back in float64. On CPU, where reading ``max|g|``
-        costs nothing, a gradient whose largest entry lies in [2^-40, 2^60] is squared
-        directly (one pass fewer): its squares cannot overflow, and those that underflow
-        are below 1e-14 of the largest one.
+        their float32 squares are 0. On CPU the squares are taken directly (for a linear
+        weight ``[out, in]``, as ``rows * (var + mean^2)`` of its columns from one fused
+        read, with no squares written to memory), and kept when their total lies in
+        ``[2^-60, inf)``: entries whose squares underflow (below 2^-126 each) then change it
+        by less than 2^-26 relative for up to 2^40 entries, and nothing overflowed. Other
+        gradients (and every gradient on other devices, where reading the total would
+        synchronize) are squared as ``g / max|g|``, in [0, 1], with the scale put back in
+        float64.
         """
         assert self._share is not None
         dims = tuple(d for d in range(g.dim()) if d != 1)
         if g.dtype not in (torch.float32, torch.float64):
             g = g.float()
+        if g.device.type == "cpu":
+            if g.dim() == 2 and g.is_contiguous():
+                mean, var = torch.batch_norm_update_stats(g, None, None, 0.0)
+                columns, factor = var.addcmul_(mean, mean), float(g.shape[0])
+            else:
+                square = self.workspace.like("square", g)
+                columns, factor = torch.mul(g, g, out=square).sum(dims), 1.0
+            total = float(columns.sum(dtype=torch.float64)) * factor
+            if _DIRECT_MIN <= total < math.inf:
+                self._share_stash.push(columns, factor)
+                return
         # max|g| from the extremes, exact (no squares); NaN propagates. One aminmax costs a
         # tenth of ``vector_norm(g, inf)``, which is not vectorized on CPU
         lo, hi = torch.aminmax(g)
         top = torch.maximum(hi, -lo)
-        if g.device.type == "cpu" and _DIRECT_SQUARE[0] <= float(top) <= _DIRECT_SQUARE[1]:
-            if g.dim() == 2 and g.is_contiguous():
-                # a linear weight [out, in]: the column sums of squares are n * (var +
-                # mean^2) from one fused read (no squares written to memory; their error
-                # is 2 ulps of the mean's, relative to the sum)
-                mean, var = torch.batch_norm_update_stats(g, None, None, 0.0)
-                columns = var.addcmul_(mean, mean).double() * g.shape[0]
-            else:
-                square = self.workspace.like("square", g)
-                columns = torch.mul(g, g, out=square).sum(dims).double()
-        else:
-            scale = torch.where(top > 0, top, 1.0).double()  # a zero gradient adds zeros
-            scaled = torch.div(g, scale.to(g.dtype), out=self.workspace.like("square", g))
-            columns = scaled.square_().sum(dims).double() * scale.square()
-        self._share += columns
-        return columns.sum()
+        scale = torch.where(top > 0, top, 1.0).double()  # a zero gradient adds zeros
+        scaled = torch.div(g, scale.to(g.dtype), out=self.workspace.like("square", g))
+        self._share_stash.push(scaled.square_().sum(dims).double() * scale.square(), 1.0)
 
     def results(self) -> tuple[GradientStats, ...]:
         """Move the state to the host once and freeze it."""
+        self._fold()
         norm2 = self._norm2.cpu().tolist()
         nonzero = self._nonzero.cpu().tolist()
         with torch.no_grad():
@@ -173,9 +207,9 @@ class GradientMonitor:
         return tuple(out)
 
 
-#: The range of ``max|g|`` within which the input layer's gradient is squared directly
-#: (see :meth:`GradientMonitor._add_share`).
-_DIRECT_SQUARE = (2.0**-40, 2.0**60)
+#: The smallest total of the input layer's float32 squared gradient kept as computed
+#: directly (see :meth:`GradientMonitor._add_share`).
+_DIRECT_MIN = 2.0**-60
 
 
 def _nonzero(g: Tensor) -> Tensor:
@@ -191,12 +225,18 @@ def _nonzero(g: Tensor) -> Tensor:
     return torch.count_nonzero(g)
 
 
+def _norm_list(tensors: list[Tensor], ord: float = 2.0) -> list[Tensor]:
+    """One norm per tensor (foreach kernel where the tensors allow it)."""
+    if not tensors:
+        return []
+    try:
+        return list(torch._foreach_norm(tensors, ord))
+    except (RuntimeError, TypeError, AttributeError):  # mixed devices, old torch
+        return [torch.linalg.vector_norm(t, ord) for t in tensors]
+
+
 def _norms(tensors: list[Tensor], ord: float = 2.0) -> Tensor:
-    """One norm per tensor, stacked (foreach kernel where the tensors allow it)."""
+    """One norm per tensor, stacked in float64."""
     if not tensors:
         return torch.zeros(0, dtype=torch.float64)
-    try:
-        norms = torch._foreach_norm(tensors, ord)
-    except (RuntimeError, TypeError, AttributeError):  # mixed devices, old torch
-        norms = [torch.linalg.vector_norm(t, ord) for t in tensors]
-    return torch.stack([n.to(torch.float64) for n in norms])
+    return torch.stack([n.to(torch.float64) for n in _norm_list(tensors, ord)])

@@ -18,8 +18,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
@@ -28,11 +26,10 @@ from ..measurements import FeatureStats, InputStats
 from ._kernels import (
     Accumulator,
     Gram,
+    GramAccumulator,
     Moments,
     Pending,
     Workspace,
-    add_gram_,
-    empty_gram,
     variance,
 )
 
@@ -79,7 +76,7 @@ class _State:
         self.moments = Accumulator(f, device, workspace=workspace)
         self.log_moments = Accumulator(f, device, workspace=workspace)
         self.gram_features = min(f, MAX_GRAM_FEATURES)
-        self.gram: Gram | None = None
+        self.gram: GramAccumulator | None = None
         self.samples = 0
         self.reductions = 0
         self.log_wanted = True
@@ -196,8 +193,8 @@ class InputMonitor:
         if state.gram is None:
             assert state.moments.shift is not None
             shift = state.moments.shift[: state.gram_features].clone()
-            state.gram = empty_gram(state.gram_features, self.device)._replace(shift=shift)
-        add_gram_(state.gram, g_rows, self.workspace)
+            state.gram = GramAccumulator(state.gram_features, shift)
+        state.gram.add(g_rows)
         state.reductions += 1
 
     @staticmethod
@@ -206,7 +203,9 @@ class InputMonitor:
         strictly positive. Whether any is gets checked on the first batch (one read of one
         value, on any device) and, on CPU where reading is free, after every batch; once
         every feature has shown a value <= 0, the log moments are no longer computed."""
-        lowest = state.moments.lo
+        # the first batch folds its minimum; later ones read the folded one, which lags
+        # by a few batches at most (the log moments are then dropped a little later)
+        lowest = state.moments.lo if state.reductions == 0 else state.moments.settled_lo
         checkable = state.reductions == 0 or rows.device.type == "cpu"
         if checkable and not bool((lowest > 0).any()):
             state.log_wanted = False
@@ -253,14 +252,14 @@ class InputMonitor:
             if state is not None:
                 features = _features(name, state.moments.moments(), state.log_moments.moments())
                 if state.gram is not None:
-                    kappa, kappa_std = kappa_from_gram(state.gram)
+                    kappa, kappa_std = kappa_from_gram(state.gram.gram())
                 seen_state = self._seen.get(name)
                 if seen_state is not None and seen_state.reductions > 0:
                     seen = _features(
                         name, seen_state.moments.moments(), seen_state.log_moments.moments()
                     )
                     if seen_state.gram is not None:
-                        seen_kappa = kappa_from_gram(seen_state.gram)[0]
+                        seen_kappa = kappa_from_gram(seen_state.gram.gram())[0]
             out.append(
                 InputStats(
                     name=name,
@@ -323,6 +322,12 @@ def kappa_from_gram(gram: Gram) -> tuple[float | None, float | None]:
     they are reported by their own rule. The standardized matrix is
     ``blockdiag(correlation, 1)``, computed exactly from the same state.
 
+    The linear algebra (at most 65 x 65, float64) runs in ``torch.linalg`` on the CPU,
+    not in SciPy: right after the model's own operations torch's OpenMP workers are still
+    spinning, and SciPy's BLAS threads then compete with them for the cores. Measured on 2
+    cores after one torch reduction, ``scipy.linalg.eigvalsh`` of a 64 x 64 matrix took 9 ms
+    and ``torch.linalg.eigvalsh`` 0.5 ms (LAPACK underneath both).
+
     Example:
         >>> import torch
         >>> from scalecheck.monitors._kernels import batch_gram
@@ -334,27 +339,27 @@ def kappa_from_gram(gram: Gram) -> tuple[float | None, float | None]:
     n = float(gram.n.cpu())
     if n <= 0:
         return None, None
-    s = gram.s.cpu().double().numpy()
-    g = gram.g.cpu().double().numpy()
-    shift = gram.shift.cpu().double().numpy()
+    s, g, shift = (t.detach().to("cpu", torch.float64) for t in (gram.s, gram.g, gram.shift))
     centred_mean = s / n
-    cov = g / n - np.outer(centred_mean, centred_mean)
+    cov = g / n - torch.outer(centred_mean, centred_mean)
     cov = (cov + cov.T) / 2
     mu = shift + centred_mean
-    sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    keep = sd > 0
-    if not keep.any():
+    sd = torch.diagonal(cov).clamp_min(0.0).sqrt()
+    keep = (sd > 0).nonzero().flatten()
+    if keep.numel() == 0:
         return math.inf, None
-    cov, mu, sd = cov[np.ix_(keep, keep)], mu[keep], sd[keep]
+    cov, mu, sd = cov[keep][:, keep], mu[keep], sd[keep]
+    if not bool(torch.isfinite(cov).all() and torch.isfinite(mu).all()):
+        return math.inf, None
     raw = _second_moment_cond(cov, mu)
-    corr = cov / np.outer(sd, sd)
-    eig = scipy.linalg.eigvalsh(corr)
+    corr = cov / torch.outer(sd, sd)
+    eig = torch.linalg.eigvalsh(corr)
     big, small = max(float(eig[-1]), 1.0), min(float(eig[0]), 1.0)
     standardized = big / small if small > 0 else math.inf
     return raw, standardized
 
 
-def _second_moment_cond(cov: np.ndarray, mu: np.ndarray) -> float:
+def _second_moment_cond(cov: Tensor, mu: Tensor) -> float:
     """Condition number of ``M = [[cov + mu mu^T, mu], [mu^T, 1]]``, accurately.
 
     Forming ``M`` and taking its smallest eigenvalue loses everything to cancellation when
@@ -364,23 +369,22 @@ def _second_moment_cond(cov: np.ndarray, mu: np.ndarray) -> float:
     precision, and ``kappa = lambda_max(M) * lambda_max(M^-1)``.
     """
     k = cov.shape[0]
-    second = np.empty((k + 1, k + 1))
-    second[:k, :k] = cov + np.outer(mu, mu)
+    second = torch.empty(k + 1, k + 1, dtype=torch.float64)
+    second[:k, :k] = cov + torch.outer(mu, mu)
     second[:k, k] = mu
     second[k, :k] = mu
     second[k, k] = 1.0
-    try:
-        factor = scipy.linalg.cho_factor(cov, lower=True)
-    except (np.linalg.LinAlgError, ValueError):
+    factor, info = torch.linalg.cholesky_ex(cov)
+    if int(info) != 0:
         return math.inf  # collinear features: the matrix is singular
-    cinv_mu = scipy.linalg.cho_solve(factor, mu)
-    cinv = scipy.linalg.cho_solve(factor, np.eye(k))
-    inverse = np.empty((k + 1, k + 1))
+    cinv_mu = torch.cholesky_solve(mu.unsqueeze(1), factor).squeeze(1)
+    cinv = torch.cholesky_inverse(factor)
+    inverse = torch.empty(k + 1, k + 1, dtype=torch.float64)
     inverse[:k, :k] = cinv
     inverse[:k, k] = -cinv_mu
     inverse[k, :k] = -cinv_mu
     inverse[k, k] = 1.0 + float(mu @ cinv_mu)
     inverse = (inverse + inverse.T) / 2
-    big = float(scipy.linalg.eigvalsh(second)[-1])
-    big_inv = float(scipy.linalg.eigvalsh(inverse)[-1])
+    big = float(torch.linalg.eigvalsh(second)[-1])
+    big_inv = float(torch.linalg.eigvalsh(inverse)[-1])
     return big * big_inv

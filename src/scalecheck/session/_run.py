@@ -100,7 +100,7 @@ def run_session(
             trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
             param_names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
             activations = ActivationMonitor(tracker, param_names, device, seed, on_error)
-            recurrent = RecurrentMonitor(model, activations, stack)
+            recurrent = RecurrentMonitor(model, activations, stack, seed)
             inputs = InputMonitor(device)
             gradients = GradientMonitor(trainable, device)
             losses = LossMonitor(loss_fn, device)
@@ -116,7 +116,16 @@ def run_session(
                 call = adapter.adapt(batch, index)
                 valid = _padding_mask(call)
                 activations.valid = valid
+                if index > 0:
+                    # the inputs are measured before the forward reads them: as the loader
+                    # gave them, and warm in the cache for the model's first layer (the
+                    # first batch is measured once the forward has said what its inputs are)
+                    _guard(on_error, "input monitor", inputs.update, call.measured(), index, valid)
                 tracker.begin_forward()
+                if index == 0:
+                    # what the first batch's inputs were before the forward (a model may
+                    # change its input in place): one copy, once per call
+                    first_inputs = {k: v.clone() for k, v in call.measured().items()}
                 with torch.enable_grad():
                     with activations.watch(call.inputs, trace=index == 0, batch_index=index):
                         output = _forward(model, call, index, tracker)
@@ -126,7 +135,8 @@ def run_session(
                         _plan(call, activations, inputs, gradients, index)
                     loss = losses.compute(output, call.targets, index)
                     grads = _gradients(loss, [p for _, p in trainable], index, tracker)
-                _guard(on_error, "input monitor", inputs.update, call.measured(), index, valid)
+                if index == 0:
+                    _guard(on_error, "input monitor", inputs.update, first_inputs, index, valid)
                 _guard(on_error, "gradient monitor", gradients.update, grads)
                 samples += _samples(call)
                 if keep_batches:
