@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -821,11 +822,11 @@ class ActivationMonitor:
                     std=collapsed[1],
                     min=_finite_or_none(lo.min()) if lo.size else None,
                     max=_finite_or_none(hi.max()) if hi.size else None,
-                    unit_mean=tuple(_finite_or_none(v) for v in mean) if site.per_unit else (),
-                    unit_std=tuple(_finite_or_none(math.sqrt(v)) if v >= 0 else None for v in var)
+                    unit_mean=_finite_tuple(mean) if site.per_unit else (),
+                    unit_std=_finite_tuple(np.sqrt(np.where(var >= 0, var, np.nan)))
                     if site.per_unit
                     else (),
-                    unit_exact_fraction=tuple(_ratio(e, c) for e, c in zip(exact, n, strict=True))
+                    unit_exact_fraction=_finite_tuple(exact / np.where(n > 0, n, 1.0), n > 0)
                     if site.per_unit and site.exact
                     else (),
                     histogram=Histogram(
@@ -981,6 +982,13 @@ def _ratio(a: Any, b: Any) -> float | None:
     if b <= 0 or not math.isfinite(a):
         return None
     return a / b
+
+
+def _finite_tuple(values: np.ndarray, keep: np.ndarray | None = None) -> tuple[float | None, ...]:
+    """*values* as Python floats, None where not finite (or where *keep* is False):
+    column-wise, not one Python call per unit."""
+    ok = np.isfinite(values) if keep is None else np.isfinite(values) & keep
+    return tuple(v if k else None for v, k in zip(values.tolist(), ok.tolist(), strict=True))
 
 
 def _finite_or_none(v: Any) -> float | None:

@@ -15,6 +15,7 @@ layer is a convolution or batch norm) and the last dimension of ``[N, T, F]`` ot
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -284,35 +285,37 @@ class InputMonitor:
 
 
 def _features(name: str, m: Moments, lm: Moments) -> tuple[FeatureStats, ...]:
-    # plain Python lists: indexing numpy arrays element by element costs more than the
-    # records themselves when an input has hundreds of features
+    """One record per feature. The values are computed column-wise and the records built
+    positionally (an input can have thousands of features: per-element Python
+    arithmetic cost three times the records themselves on 784 features)."""
     n, mean, var, lo, hi, nonfinite, zeros = (
-        t.cpu().double().tolist()
+        t.detach().to("cpu", torch.float64)
         for t in (m.n, m.mean, variance(m), m.min, m.max, m.nonfinite, m.zeros)
     )
-    ln, lmean, lvar = (t.cpu().double().tolist() for t in (lm.n, lm.mean, variance(lm)))
-    out = []
-    for j in range(len(n)):
-        seen = n[j] > 0
-        total = n[j] + nonfinite[j]
-        positive = seen and lo[j] > 0 and ln[j] == n[j]
-        out.append(
-            FeatureStats(
-                name=f"{name}[{j}]",
-                input=name,
-                index=j,
-                count=int(n[j]),
-                mean=mean[j] if seen else None,
-                std=math.sqrt(max(var[j], 0.0)) if seen else None,
-                min=lo[j] if seen else None,
-                max=hi[j] if seen else None,
-                nonfinite=int(nonfinite[j]),
-                zero_fraction=zeros[j] / total if total > 0 else None,
-                log_mean=lmean[j] if positive else None,
-                log_std=math.sqrt(max(lvar[j], 0.0)) if positive else None,
-            )
-        )
-    return tuple(out)
+    ln, lmean, lvar = (t.detach().to("cpu", torch.float64) for t in (lm.n, lm.mean, variance(lm)))
+    seen = n > 0
+    total = n + nonfinite
+    positive = seen & (lo > 0) & (ln == n)
+
+    def where(keep: Tensor, values: Tensor) -> list[float | None]:
+        return [v if k else None for v, k in zip(values.tolist(), keep.tolist(), strict=True)]
+
+    features = len(n)
+    columns = (
+        [f"{name}[{j}]" for j in range(features)],
+        [name] * features,
+        range(features),
+        n.long().tolist(),
+        where(seen, mean),
+        where(seen, var.clamp_min(0.0).sqrt()),
+        where(seen, lo),
+        where(seen, hi),
+        nonfinite.long().tolist(),
+        where(total > 0, zeros / total.clamp_min(1.0)),
+        where(positive, lmean),
+        where(positive, lvar.clamp_min(0.0).sqrt()),
+    )
+    return tuple(itertools.starmap(FeatureStats, zip(*columns, strict=True)))
 
 
 def kappa_from_gram(gram: Gram) -> tuple[float | None, float | None]:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .._validation import call_description, describe
 from ..errors import LossError
 from ..measurements import FeatureStats, LossStats
-from ._kernels import Accumulator, Moments, Pending, variance
+from ._kernels import DEFER_BATCHES, Accumulator, Moments, Pending, variance
 
 __all__ = ["LossMonitor", "prediction_of"]
 
@@ -95,6 +95,8 @@ class LossMonitor:
         self._targets: Accumulator | None = None
         self._preds: Accumulator | None = None
         self._labels: Tensor | None = None
+        self._classes = 0
+        self._label_stash: list[Tensor] = []  # labels of batches not yet counted
         self._reshaped = False
 
     # -- choosing and computing the loss ---------------------------------------------------
@@ -297,15 +299,25 @@ class LossMonitor:
                 else:
                     self._reduce(t, p)
             elif self._baseline_kind == "ce" and pred is not None and pred.dim() >= 2:
-                classes = pred.shape[1]
-                labels = targets.detach().reshape(-1).long()
-                valid = (labels >= 0) & (labels < classes)
-                safe = torch.where(valid, labels, 0)
                 if self._labels is None:
-                    self._labels = torch.zeros(classes, dtype=torch.float64, device=self.device)
-                self._labels.scatter_add_(
-                    0, safe.to(self._labels.device), valid.to(torch.float64).to(self._labels.device)
-                )
+                    self._classes = pred.shape[1]
+                    self._labels = torch.zeros(
+                        self._classes, dtype=torch.float64, device=self.device
+                    )
+                # a copy (the loader may reuse its buffers), counted with the next ones
+                self._label_stash.append(targets.detach().reshape(-1).to(torch.long, copy=True))
+                if len(self._label_stash) >= DEFER_BATCHES:
+                    self._count_labels()
+
+    def _count_labels(self) -> None:
+        """Add the stashed labels to the class counts (ids outside the classes ignored)."""
+        if self._label_stash and self._labels is not None:
+            labels = torch.cat(self._label_stash).to(self._labels.device)
+            self._label_stash = []
+            valid = (labels >= 0) & (labels < self._classes)
+            # scatter_add, not bincount: no output size to read back from a device
+            safe = torch.where(valid, labels, 0)
+            self._labels.scatter_add_(0, safe, valid.to(torch.float64))
 
     def _flush(self) -> None:
         if self._pending:
@@ -322,6 +334,7 @@ class LossMonitor:
     def results(self) -> LossStats | None:
         """Move the state to the host once and freeze it."""
         self._flush()
+        self._count_labels()
         if self.kind is None:
             return None
         values = torch.stack(self._values).double().cpu().tolist() if self._values else []
