@@ -229,11 +229,31 @@ def test_untouched_when_a_stage_fails(stage):
         model.fail_at, model.fail_with = 9, KeyboardInterrupt
         options["trial"] = TrialOptions(steps=20)
         expected = KeyboardInterrupt
+    assert gc.isenabled()
     with pytest.raises(expected, match=match) as info:
         scalecheck.diagnose(model, loader, **options)
     if expected is not KeyboardInterrupt:
         assert info.value.__cause__ is not None  # chained to the user's exception
     assert_untouched(model, snap)
+    assert gc.isenabled()  # the garbage collector, paused during the call, is back on
+
+
+def test_the_garbage_collector_is_paused_during_the_call_and_left_as_found():
+    model, loader, _ = make()
+    seen = []
+
+    def loss_fn(out, y):
+        seen.append(gc.isenabled())
+        return torch.nn.functional.mse_loss(out, y)
+
+    scalecheck.diagnose(model, loader, loss_fn=loss_fn, trial=False, max_batches=2)
+    assert seen and not any(seen) and gc.isenabled()
+    gc.disable()
+    try:
+        scalecheck.diagnose(model, loader, trial=False, max_batches=2)
+        assert not gc.isenabled()  # a caller's disabled collector stays disabled
+    finally:
+        gc.enable()
 
 
 def test_errors_name_the_batch_and_the_last_module():

@@ -22,6 +22,7 @@ from .findings import Finding
 from .report._report import Report, freeze_report
 from .rules._registry import Context, internal_error, run_rules, select_rules
 from .session._borrow import Borrowed
+from .session._collector import paused_collector
 from .session._run import run_session
 from .trial import TrialOptions, run_trial
 from .verdict import decide
@@ -110,85 +111,91 @@ def diagnose(
             "diagnose() needs autograd, but it was called inside torch.inference_mode(). "
             "Call it outside that context."
         )
-    started = time.perf_counter()
-    borrowed = Borrowed(model)
-    try:
-        total = expected_batches(loader, max_batches)
-        with Progress(total, "scalecheck: measuring", unit="batches", enabled=progress) as bar:
-            session = run_session(
-                model,
-                loader,
-                loss_fn=loss_fn,
-                prepare=prepare,
-                max_batches=max_batches,
-                seed=seed,
-                strict=strict,
-                keep_batches=trial_options is not None,
-                tick=bar.update,
-            )
-        measurements = session.measurements
-        findings: list[Finding] = [
-            internal_error(stage, exc) for stage, exc in session.internal_errors
-        ]
-        findings += run_rules(Context(measurements), rules, strict=strict)
-        trial_result = None
-        if trial_options is not None and any(f.category == "input-scale" for f in findings):
-            log_features = [f.evidence["feature"]["name"] for f in findings if f.code == "SC103"]
-            bar = Progress(
-                trial_options.steps, "scalecheck: training trial", unit="steps", enabled=progress
-            )
-            try:
-                trial_result = run_trial(
+    with paused_collector():  # see scalecheck.session._collector
+        started = time.perf_counter()
+        borrowed = Borrowed(model)
+        try:
+            total = expected_batches(loader, max_batches)
+            with Progress(total, "scalecheck: measuring", unit="batches", enabled=progress) as bar:
+                session = run_session(
                     model,
-                    session.batches,
-                    measurements,
-                    log_features,
+                    loader,
                     loss_fn=loss_fn,
+                    prepare=prepare,
+                    max_batches=max_batches,
                     seed=seed,
-                    options=trial_options,
+                    strict=strict,
+                    keep_batches=trial_options is not None,
                     tick=bar.update,
                 )
-            except ScaleCheckError:
-                raise
-            except Exception as exc:  # a bug of ours inside the trial: report, carry on
-                if strict:
-                    raise
-                findings.append(internal_error("training trial", exc))
-            finally:
-                bar.close()
-            if trial_result is not None:
-                trial_rules = [
-                    r for r in rules if r.category == "trial" or r.code.startswith("SC41")
+            measurements = session.measurements
+            findings: list[Finding] = [
+                internal_error(stage, exc) for stage, exc in session.internal_errors
+            ]
+            findings += run_rules(Context(measurements), rules, strict=strict)
+            trial_result = None
+            if trial_options is not None and any(f.category == "input-scale" for f in findings):
+                log_features = [
+                    f.evidence["feature"]["name"] for f in findings if f.code == "SC103"
                 ]
-                findings += run_rules(
-                    Context(measurements, trial_result), trial_rules, strict=strict
+                bar = Progress(
+                    trial_options.steps,
+                    "scalecheck: training trial",
+                    unit="steps",
+                    enabled=progress,
                 )
-        del session
-    finally:
-        repaired = borrowed.restore()
-    extra_notes = ([wrapper_note] if wrapper_note else []) + repaired
-    if extra_notes:
-        measurements = replace(measurements, notes=(*measurements.notes, *extra_notes))
-    findings.sort(key=lambda f: (-f.severity.rank, f.code, f.where))
-    verdict, summary = decide(findings, measurements, trial_result)
-    report = Report(
-        verdict=verdict,
-        summary=summary,
-        findings=tuple(findings),
-        measurements=measurements,
-        trial=trial_result,
-        meta={
-            "scalecheck": __version__,
-            "torch": torch.__version__.split("+")[0],
-            "numpy": np.__version__,
-            "seconds": round(time.perf_counter() - started, 4),
-            "seed": seed,
-            "max_batches": max_batches,
-            "ignore": list(ignored),
-            "model": type(model).__name__,
-        },
-    )
-    return freeze_report(report)
+                try:
+                    trial_result = run_trial(
+                        model,
+                        session.batches,
+                        measurements,
+                        log_features,
+                        loss_fn=loss_fn,
+                        seed=seed,
+                        options=trial_options,
+                        tick=bar.update,
+                    )
+                except ScaleCheckError:
+                    raise
+                except Exception as exc:  # a bug of ours inside the trial: report, carry on
+                    if strict:
+                        raise
+                    findings.append(internal_error("training trial", exc))
+                finally:
+                    bar.close()
+                if trial_result is not None:
+                    trial_rules = [
+                        r for r in rules if r.category == "trial" or r.code.startswith("SC41")
+                    ]
+                    findings += run_rules(
+                        Context(measurements, trial_result), trial_rules, strict=strict
+                    )
+            del session
+        finally:
+            repaired = borrowed.restore()
+        extra_notes = ([wrapper_note] if wrapper_note else []) + repaired
+        if extra_notes:
+            measurements = replace(measurements, notes=(*measurements.notes, *extra_notes))
+        findings.sort(key=lambda f: (-f.severity.rank, f.code, f.where))
+        verdict, summary = decide(findings, measurements, trial_result)
+        report = Report(
+            verdict=verdict,
+            summary=summary,
+            findings=tuple(findings),
+            measurements=measurements,
+            trial=trial_result,
+            meta={
+                "scalecheck": __version__,
+                "torch": torch.__version__.split("+")[0],
+                "numpy": np.__version__,
+                "seconds": round(time.perf_counter() - started, 4),
+                "seed": seed,
+                "max_batches": max_batches,
+                "ignore": list(ignored),
+                "model": type(model).__name__,
+            },
+        )
+        return freeze_report(report)
 
 
 def _check_model(model: Any) -> nn.Module:
