@@ -119,3 +119,81 @@ def test_counts_beyond_the_bounds_match_a_boolean_count(name):
     weight = (torch.arange(2000) % 3 != 0).float().reshape(-1, 1)
     masked = (((z < bounds.lo) | (z > bounds.hi)).float() * weight).sum(0).double()
     assert torch.equal(_beyond(z.clone(), bounds, (0,), weight).double(), masked)
+
+
+@pytest.mark.parametrize("cell", ["tanh", "lstm"])
+def test_band_counts_skipped_by_range_equal_a_direct_count(cell, monkeypatch):
+    """Calls whose range lies inside a band skip the count (zeros, no pass over the
+    values); mixed with calls that cross it, the fractions still equal a direct count."""
+    from torch import nn
+
+    import scalecheck
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(5)
+    if cell == "tanh":
+        layer = nn.Linear(3, 300)
+        model = nn.Sequential(layer, nn.Tanh(), nn.Linear(300, 1))
+        scales = [0.01, 0.01, 30.0, 0.01, 3.0]
+        batches = [(torch.randn(256, 3, generator=g) * s, torch.randn(256, 1)) for s in scales]
+        seen = []
+        layer.register_forward_hook(lambda m, a, out: seen.append(out.detach().clone()))
+        from scalecheck.monitors import activations
+
+        passes = []
+        real = activations._beyond
+        monkeypatch.setattr(
+            activations, "_beyond", lambda *a, **k: passes.append(1) or real(*a, **k)
+        )
+        report = scalecheck.diagnose(model, batches, trial=False, strict=True)
+        assert 0 < len(passes) < 2 * len(batches)  # some calls skipped a band, not all
+        z = torch.cat(seen[: len(batches)])
+        site = next(a for a in report.layers if a.function == "tanh")
+        exact = nls.zero_derivative_bounds("tanh", torch.float32)
+        near = nls.near_zero_bounds("tanh")
+        for fraction, b in ((site.exact_fraction, exact), (site.near_fraction, near)):
+            expected = ((z < b.lo) | (z > b.hi)).double().mean().item()
+            assert fraction == pytest.approx(expected, abs=1e-12)
+        assert 0 < site.near_fraction < 1
+        return
+    rnn = nn.LSTM(4, 128, batch_first=True)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = rnn, nn.Linear(128, 1)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    scales = [0.01, 40.0, 0.01]
+    batches = [(torch.randn(64, 8, 4, generator=g) * s, torch.randn(64, 1)) for s in scales]
+    report = scalecheck.diagnose(Net(), batches, trial=False, strict=True)
+    gates = {a.site.rsplit(".", 1)[1]: a for a in report.layers if ":lstm." in a.site}
+    # sequences of 8 steps: every step is measured, so the gates can be recomputed here
+    h = [rnn(x)[0].detach() for x, _ in batches]
+    z = []
+    for (x, _), out in zip(batches, h, strict=True):
+        prev = torch.cat([torch.zeros(64, 1, 128), out[:, :-1]], 1)
+        z.append(
+            (x @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + prev @ rnn.weight_hh_l0.T + rnn.bias_hh_l0)
+            .detach()
+            .reshape(-1, 512)
+        )
+    z = torch.cat(z)
+    for i, (gate, fn) in enumerate(
+        [
+            ("input_gate", "sigmoid"),
+            ("forget_gate", "sigmoid"),
+            ("cell_gate", "tanh"),
+            ("output_gate", "sigmoid"),
+        ]
+    ):
+        block = z[:, i * 128 : (i + 1) * 128]
+        for fraction, b in (
+            (gates[gate].exact_fraction, nls.zero_derivative_bounds(fn, torch.float32)),
+            (gates[gate].near_fraction, nls.near_zero_bounds(fn)),
+        ):
+            expected = ((block < b.lo) | (block > b.hi)).double().mean().item()
+            assert fraction == pytest.approx(expected, abs=1e-4), gate
+    assert gates["cell_gate"].near_fraction > 0.05

@@ -599,6 +599,9 @@ class Accumulator:
         self._weights = Stash()
         self._count = 0.0  # values per feature in the stashed unweighted batches
         self._zero_count = 0.0  # values per feature in the batches of _nonzero
+        #: the range of the batch added last by the fast path (None: not known), for
+        #: callers that can skip work when no value lies beyond a bound
+        self.last_range: tuple[Tensor, Tensor] | None = None
 
     @property
     def lo(self) -> Tensor:
@@ -628,6 +631,7 @@ class Accumulator:
         """Add one batch: *x* reduced over *dims* (see :func:`masked_moments` for *valid*;
         *weight* is a 0/1 padding mask for the unmasked, activation path)."""
         x = x.detach()
+        self.last_range = None
         if self.shift is None and self._first_shift(x, dims, valid, weight):
             # a plain float batch on CPU: its mean is the shift, and it is added like every
             # later batch (masked_moments costs 3.7 ms on a [256, 784] batch, most of it
@@ -694,6 +698,7 @@ class Accumulator:
         if weight is None:
             count = float(x.numel() // max(1, _numel_kept(x, dims)))
             lo, hi = _aminmax(x, dims) if self.unit_range else torch.aminmax(x)
+            self.last_range = (lo, hi)
             fused = _fused(x, dims)
             if fused is not None:
                 self.add_mean_var(count, fused[0], fused[1], lo, hi)
@@ -706,6 +711,7 @@ class Accumulator:
             over = dims if self.unit_range else tuple(range(x.dim()))
             lo = torch.where(w > 0, x, float("inf")).amin(over)
             hi = torch.where(w > 0, x, float("-inf")).amax(over)
+            self.last_range = (lo, hi)
         self.add_sums(count, *shifted_sums(y, dims), lo, hi)
 
     def add_sums(
