@@ -928,7 +928,8 @@ def _extremes(pair: tuple[Tensor, Tensor] | None) -> tuple[float, float]:
     if pair is None:
         return math.nan, math.nan
     lo, hi = pair
-    return float(lo.min()), float(hi.max())
+    # a site-level range is one value: read it without a reduction
+    return float(lo.min() if lo.dim() else lo), float(hi.max() if hi.dim() else hi)
 
 
 def _beyond(

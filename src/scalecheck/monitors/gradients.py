@@ -68,7 +68,10 @@ class GradientMonitor:
         per parameter, the input layer's per-feature squares); their small results are
         stashed and folded into the float64 state a few batches at a time (see
         :class:`~scalecheck.monitors._kernels.Stash`)."""
-        present = [(i, g.detach()) for i, g in enumerate(grads) if g is not None]
+        # gradients from autograd.grad (no create_graph) need no detaching
+        present = [
+            (i, g.detach() if g.requires_grad else g) for i, g in enumerate(grads) if g is not None
+        ]
         self._batches += 1
         if not present:
             return
