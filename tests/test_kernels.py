@@ -433,3 +433,19 @@ def test_kappa_of_collinear_or_constant_features():
         float("inf"),
         None,
     )
+
+
+def test_stash_copies_rows_into_its_buffers_and_relays_them_out_when_shapes_change():
+    from scalecheck.monitors._kernels import Stash
+
+    stash = Stash(size=3)
+    source = torch.tensor([1.0, 2.0])
+    assert not stash.push(source, 7)
+    source.add_(10.0)  # the stash holds a copy, not the caller's tensor
+    assert not stash.push(torch.tensor([3.0, 4.0]), 8)
+    rows, numbers = stash.take()
+    assert rows.tolist() == [[1.0, 2.0], [3.0, 4.0]] and numbers == [7, 8] and not stash
+    # empty again: a new shape and dtype get new buffers
+    assert not stash.push(torch.tensor([1, 2, 3]), 1)
+    (rows, numbers) = stash.take()
+    assert rows.dtype == torch.int64 and rows.tolist() == [[1, 2, 3]]

@@ -496,12 +496,15 @@ DEFER_BATCHES = 16
 
 
 class Stash:
-    """Per-batch results of fixed shapes, waiting to be stacked and folded together.
+    """Per-batch results of fixed shapes, waiting to be folded together.
 
-    :meth:`push` stores one batch's items (tensors, or Python numbers); it returns True
-    once :data:`DEFER_BATCHES` batches wait. :meth:`take` returns each position's items
-    stacked along a new first dimension (tensors) or as a list (numbers), and empties the
-    stash.
+    :meth:`push` copies one batch's tensors into rows of buffers allocated at the first
+    push (Python numbers are listed); it returns True once :attr:`size` batches wait.
+    :meth:`take` returns each position's rows (a view of its buffer, or the list of
+    numbers) and empties the stash. Copying keeps the per-batch results short-lived:
+    holding them instead pinned small blocks between the model's large temporaries, and
+    the heap grew with every batch (on the CNN benchmark, 32 batches: 560 MB more resident
+    memory with 16 batches held, 143 MB with none).
 
     Example:
         >>> s = Stash(size=2)
@@ -516,26 +519,60 @@ class Stash:
 
     def __init__(self, size: int = DEFER_BATCHES) -> None:
         self.size = size
-        self.items: list[tuple[Tensor | float, ...]] = []
+        self.filled = 0
+        self._columns: list[Tensor | list[Any]] | None = None
 
     def push(self, *items: Tensor | float) -> bool:
-        """Store one batch's items; True when the stash is full."""
-        self.items.append(items)
-        return len(self.items) >= self.size
+        """Store one batch's items (each tensor shaped as in the first push); True when
+        the stash is full."""
+        if self._columns is None or (self.filled == 0 and not self._fits(items)):
+            self._columns = [
+                torch.empty((self.size, *t.shape), dtype=t.dtype, device=t.device)
+                if isinstance(t, Tensor)
+                else []
+                for t in items
+            ]
+        for column, item in zip(self._columns, items, strict=True):
+            if isinstance(column, list):
+                column.append(item)
+            else:
+                column[self.filled].copy_(item)
+        self.filled += 1
+        return self.filled >= self.size
+
+    def _fits(self, items: tuple[Tensor | float, ...]) -> bool:
+        """Whether *items* have the shapes, dtypes and devices of the buffers."""
+        assert self._columns is not None
+        return len(items) == len(self._columns) and all(
+            isinstance(c, list)
+            if not isinstance(t, Tensor)
+            else (
+                isinstance(c, Tensor)
+                and c.shape[1:] == t.shape
+                and c.dtype == t.dtype
+                and c.device == t.device
+            )
+            for c, t in zip(self._columns, items, strict=True)
+        )
 
     def take(self) -> list[Any]:
-        """The items stacked per position (tensors) or listed (numbers); empties the stash."""
+        """The stored rows per position (valid until the next push); empties the stash."""
+        assert self._columns is not None
+        n, self.filled = self.filled, 0
         out: list[Any] = []
-        for col in zip(*self.items, strict=True):
-            out.append(torch.stack(col) if isinstance(col[0], Tensor) else list(col))  # type: ignore[arg-type]
-        self.items = []
+        for i, column in enumerate(self._columns):
+            if isinstance(column, list):
+                out.append(column)
+                self._columns[i] = []
+            else:
+                out.append(column[:n])
         return out
 
     def __bool__(self) -> bool:
-        return bool(self.items)
+        return self.filled > 0
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self.filled
 
 
 class Accumulator:

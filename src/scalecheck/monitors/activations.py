@@ -949,7 +949,9 @@ def _beyond(
     """
     lo, hi = bounds.lo, bounds.hi
     if math.isinf(lo) and math.isinf(hi):
-        return torch.zeros((), dtype=torch.float32, device=z.device)
+        reduced = {d % z.dim() for d in dims}
+        kept = [size for d, size in enumerate(z.shape) if d not in reduced]
+        return torch.zeros(kept, dtype=torch.float32, device=z.device)
     buf = (workspace if workspace is not None else Workspace()).like("beyond", z)
     if lo == -hi:
         flags = _outside(z, None, hi, buf)

@@ -45,7 +45,9 @@ class GradientMonitor:
         self._share_features = 0
         self._share: Tensor | None = None
         self._index_cache: dict[tuple[int, ...], Tensor] = {}
-        self._stash = Stash()
+        self._stash = Stash()  # per batch: the others' norms, every present count
+        self._stash_key: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+        self._none = torch.zeros(0, device=device)
         self._share_stash = Stash()
         self.workspace = Workspace()
 
@@ -88,8 +90,13 @@ class GradientMonitor:
                 if i == share:
                     self._add_share(g)
             counts = [_nonzero(g) for _, g in present]
+            key = (tuple(i for i, _ in others), tuple(i for i, _ in present))
+            if self._stash and key != self._stash_key:
+                self._fold()  # another set of parameters got gradients: fold the others
+            self._stash_key = key
+            # stacked and copied into the stash's buffers (the stacks are freed at once)
             full = self._stash.push(
-                tuple(i for i, _ in others), norms, tuple(i for i, _ in present), counts
+                torch.stack(norms) if norms else self._none, torch.stack(counts)
             )
         if full:
             self._fold()
@@ -98,14 +105,13 @@ class GradientMonitor:
         """Add the stashed per-batch results to the float64 state."""
         with torch.no_grad():
             if self._stash:
-                norm_index, norms, count_index, counts = self._stash.take()
-                index = [i for batch in norm_index for i in batch]
-                if index:
-                    squares = torch.stack([n for batch in norms for n in batch])
-                    self._norm2.index_add_(0, self._indices(index), squares.double().square())
-                index = [i for batch in count_index for i in batch]
-                found = torch.stack([c for batch in counts for c in batch])
-                self._nonzero.index_add_(0, self._indices(index), found.double())
+                norms, counts = self._stash.take()
+                norm_index, count_index = self._stash_key
+                if norm_index:
+                    squares = norms.double().square().sum(0)
+                    self._norm2.index_add_(0, self._indices(list(norm_index)), squares)
+                found = counts.double().sum(0)
+                self._nonzero.index_add_(0, self._indices(list(count_index)), found)
             if self._share_stash and self._share is not None:
                 assert self._share_index is not None
                 columns, factors = self._share_stash.take()

@@ -96,7 +96,8 @@ class LossMonitor:
         self._preds: Accumulator | None = None
         self._labels: Tensor | None = None
         self._classes = 0
-        self._label_stash: list[Tensor] = []  # labels of batches not yet counted
+        self._label_buffer: Tensor | None = None  # labels not yet counted
+        self._label_fill = 0
         self._reshaped = False
 
     # -- choosing and computing the loss ---------------------------------------------------
@@ -304,16 +305,31 @@ class LossMonitor:
                     self._labels = torch.zeros(
                         self._classes, dtype=torch.float64, device=self.device
                     )
-                # a copy (the loader may reuse its buffers), counted with the next ones
-                self._label_stash.append(targets.detach().reshape(-1).to(torch.long, copy=True))
-                if len(self._label_stash) >= DEFER_BATCHES:
+                # copied into a buffer (the loader may reuse its own), counted with the next
+                labels = targets.detach().reshape(-1)
+                n = labels.numel()
+                if self._label_buffer is None:
+                    self._label_buffer = torch.empty(
+                        DEFER_BATCHES * n, dtype=torch.long, device=labels.device
+                    )
+                if self._label_fill + n > self._label_buffer.numel():
                     self._count_labels()
+                if n > self._label_buffer.numel():
+                    self._count(labels.long())
+                else:
+                    self._label_buffer[self._label_fill : self._label_fill + n].copy_(labels)
+                    self._label_fill += n
 
     def _count_labels(self) -> None:
-        """Add the stashed labels to the class counts (ids outside the classes ignored)."""
-        if self._label_stash and self._labels is not None:
-            labels = torch.cat(self._label_stash).to(self._labels.device)
-            self._label_stash = []
+        """Add the buffered labels to the class counts."""
+        if self._label_fill and self._label_buffer is not None:
+            self._count(self._label_buffer[: self._label_fill])
+            self._label_fill = 0
+
+    def _count(self, labels: Tensor) -> None:
+        """Add *labels* to the class counts (ids outside the classes are ignored)."""
+        if self._labels is not None:
+            labels = labels.to(self._labels.device)
             valid = (labels >= 0) & (labels < self._classes)
             # scatter_add, not bincount: no output size to read back from a device
             safe = torch.where(valid, labels, 0)
