@@ -435,7 +435,7 @@ def test_kappa_of_collinear_or_constant_features():
     )
 
 
-def test_stash_copies_rows_into_its_buffers_and_relays_them_out_when_shapes_change():
+def test_stash_copies_rows_into_its_buffer_and_lays_it_out_again_when_shapes_change():
     from scalecheck.monitors._kernels import Stash
 
     stash = Stash(size=3)
@@ -445,7 +445,27 @@ def test_stash_copies_rows_into_its_buffers_and_relays_them_out_when_shapes_chan
     assert not stash.push(torch.tensor([3.0, 4.0]), 8)
     rows, numbers = stash.take()
     assert rows.tolist() == [[1.0, 2.0], [3.0, 4.0]] and numbers == [7, 8] and not stash
-    # empty again: a new shape and dtype get new buffers
-    assert not stash.push(torch.tensor([1, 2, 3]), 1)
-    (rows, numbers) = stash.take()
-    assert rows.dtype == torch.int64 and rows.tolist() == [[1, 2, 3]]
+    # empty again: a new layout gets a new buffer (integers are kept in float64)
+    assert not stash.push(torch.tensor([1, 2, 3]), torch.tensor(2.5), 1)
+    with pytest.raises(ValueError, match="one layout"):
+        stash.push(torch.tensor([1.0]), torch.tensor(2.5), 1)
+    rows, halves, numbers = stash.take()
+    assert rows.dtype == torch.float64 and rows.tolist() == [[1, 2, 3]]
+    assert halves.tolist() == [2.5] and numbers == [1]
+
+
+def test_accumulator_takes_batches_whose_dtype_changes():
+    from scalecheck.monitors._kernels import Accumulator
+
+    rng = np.random.default_rng(2)
+    parts = [rng.normal(3.0, 2.0, (9, 2)) for _ in range(5)]
+    acc = Accumulator(2)
+    for i, part in enumerate(parts):  # float32, float64, float32, ...: the stash folds between
+        acc.add(torch.from_numpy(part.astype(np.float32) if i % 2 == 0 else part), (0,))
+    ref = np.concatenate(
+        [p.astype(np.float32).astype(np.float64) if i % 2 == 0 else p for i, p in enumerate(parts)]
+    )
+    m = acc.moments()
+    np.testing.assert_allclose(m.mean.numpy(), ref.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt(variance(m).numpy()), ref.std(0), rtol=1e-5)
+    np.testing.assert_array_equal(m.min.numpy(), ref.min(0))

@@ -45,10 +45,11 @@ class GradientMonitor:
         self._share_features = 0
         self._share: Tensor | None = None
         self._index_cache: dict[tuple[int, ...], Tensor] = {}
-        self._stash = Stash()  # per batch: the others' norms, every present count
+        self._stash = Stash(fold=self._fold)  # per batch: the others' norms, the counts
         self._stash_key: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
         self._none = torch.zeros(0, device=device)
-        self._share_stash = Stash()
+        # float64: squares of g / max|g| scaled back can lie far below float32's range
+        self._share_stash = Stash(dtype=torch.float64, fold=self._fold)
         self.workspace = Workspace()
 
     def watch_input_layer(self, names: set[str], features: int) -> None:
