@@ -533,6 +533,7 @@ class Stash:
         self.fold = fold  # empties the stash when items of another layout arrive
         self.filled = 0
         self._buffer: Tensor | None = None
+        self._rows: tuple[Tensor, ...] = ()
         self._layout: list[tuple[int, tuple[int, ...]] | None] = []  # (offset, shape)
         self._key: tuple[Any, ...] | None = None
         self._numbers: list[list[Any]] = []
@@ -556,9 +557,10 @@ class Stash:
                 raise ValueError("a stash holds items of one layout; take() them first")
             self._allocate(items, key)
         assert self._buffer is not None
-        flat = [t.reshape(-1) for t in items if isinstance(t, Tensor)]
+        # 1-D items as they are: even a no-op reshape is one more dispatched operation
+        flat = [(t if t.dim() == 1 else t.reshape(-1)) for t in items if isinstance(t, Tensor)]
         if flat:
-            torch.cat(flat, out=self._buffer[self.filled])
+            torch.cat(flat, out=self._rows[self.filled])
         for numbers, item in zip(self._numbers, items, strict=True):
             if not isinstance(item, Tensor):
                 numbers.append(item)
@@ -579,6 +581,7 @@ class Stash:
             else:
                 self._layout.append(None)
         self._buffer = torch.empty(self.size, offset, dtype=dtype, device=device)
+        self._rows = self._buffer.unbind(0)  # one view per row, made once
         self._numbers = [[] for _ in items]
         self._key = key
 
