@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 from torch import nn
@@ -333,6 +335,12 @@ def test_ddp_world_size_one(tmp_path):
         assert _signature(report) == _signature(bare)
         out = ddp(loader[0][0])
         out.sum().backward()  # the wrapper still trains
+        # DDP's reducer goes while the group still exists: dropping the group's last
+        # reference from the reducer holds the GIL while Gloo's threads are joined, and a
+        # thread still releasing a tensor then waits for the GIL forever (a hang seen once
+        # in 2026-11; torch's own binding releases the GIL in destroy_process_group)
+        del ddp, out
+        gc.collect()
     finally:
         dist.destroy_process_group()
 
