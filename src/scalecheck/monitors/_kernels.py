@@ -329,8 +329,6 @@ class Pending:
         return out
 
 
-#: The largest temporary a :class:`Workspace` keeps (bytes); larger ones are allocated
-#: per use.
 #: Largest ``|mean| / std`` of a float32 feature for which :func:`fused_mean_var` trusts
 #: the fused kernel. Its variance is taken around its own float32 mean, whose rounding
 #: error (a few ulps of ``|mean|``) adds its square to the variance: measured against
@@ -438,6 +436,8 @@ def shifted_sums(y: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     return y.sum(dims), y.square_().sum(dims)
 
 
+#: The largest temporary a :class:`Workspace` keeps (bytes); larger ones are allocated
+#: per use.
 WORKSPACE_MAX_BYTES = 4 << 20
 
 
@@ -488,8 +488,8 @@ class Workspace:
 
 
 #: Per-batch results wait in a :class:`Stash` and are folded into the running float64
-#: state this many batches at a time: one stack and a few vectorized operations per fold,
-#: instead of about ten small operations per batch. On CPU each small operation costs 5-10
+#: state this many batches at a time: a few vectorized operations per fold, instead of
+#: about ten small operations per batch. On CPU each small operation costs 5-10
 #: us of dispatch, more than its arithmetic on a few hundred features; timed in place on
 #: the MLP 784 benchmark, folding cut about 60 small operations per batch. Memory: this
 #: many small per-feature tensors per statistic, whatever the number of batches.
@@ -801,9 +801,8 @@ class Accumulator:
     def add_mean_var(self, count: float, mean: Tensor, var: Tensor, lo: Tensor, hi: Tensor) -> None:
         """Add a batch of *count* values per feature given its per-feature *mean* and
         biased variance *var* (see :func:`fused_mean_var`) and its range (shaped as for
-        :meth:`add_sums`). At the next
-        fold its sums around :attr:`shift` become ``count * d`` and ``count * (var +
-        d^2)`` with ``d = mean - shift``, in float64."""
+        :meth:`add_sums`). At the next fold its sums around :attr:`shift` become ``count *
+        d`` and ``count * (var + d^2)`` with ``d = mean - shift``, in float64."""
         if self._mean_var.push(float(count), mean, var, lo, hi):
             self.fold()
 

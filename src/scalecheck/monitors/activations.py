@@ -231,11 +231,10 @@ class _Site:
     pending_calls: int = 0
     top_pending: Pending = field(default_factory=Pending)
     counts: Stash = field(default_factory=Stash)  # per-call (exact, near), not yet folded
+    _zeros: Tensor | None = None  # see no_counts
 
     def __post_init__(self) -> None:
         self.counts.fold = self.fold_counts
-
-    _zeros: Tensor | None = None
 
     def no_counts(self) -> Tensor:
         """Per-unit band counts of a call with no value in the band (zeros, cached)."""

@@ -76,7 +76,7 @@ class RecurrentMonitor:
     ) -> None:
         self.activations = activations
         self.random = random.Random(seed)
-        self._joins: dict[Any, tuple[Any, tuple[Tensor, Tensor | None]]] = {}
+        self._joins: dict[int, tuple[Any, tuple[Tensor, Tensor | None]]] = {}
         self.modules = 0
         self._calls: list[tuple[str, nn.RNNBase, tuple[Any, ...], dict[str, Any], Any]] = []
         for name, module in model.named_modules():
@@ -94,12 +94,12 @@ class RecurrentMonitor:
         again only if a parameter changed (its version counter moved)."""
         parts = (w_ih, w_hh, b_ih, b_hh)
         key = tuple((id(t), t._version) if t is not None else None for t in parts)
-        cached = self._joins.get(key[0])
+        cached = self._joins.get(id(w_ih))
         if cached is not None and cached[0] == key:
             return cached[1]
         bias = b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh
         joined = (torch.cat([w_ih, w_hh], dim=1), bias)
-        self._joins[key[0]] = (key, joined)
+        self._joins[id(w_ih)] = (key, joined)  # replaces a stale entry of this weight
         return joined
 
     def _hook(self, path: str) -> Any:
