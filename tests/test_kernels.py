@@ -3,6 +3,8 @@ merging is associative and commutative with the empty state as identity."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -289,15 +291,22 @@ def test_workspace_reuses_its_memory_and_keeps_slots_apart():
     assert grown.shape == (50,) and grown.is_contiguous()
 
 
-def test_workspace_does_not_keep_very_large_temporaries(monkeypatch):
+def test_workspace_keeps_large_cpu_temporaries_but_not_on_other_devices(monkeypatch):
+    """On the CPU a large scratch buffer is kept (freed blocks that large go back to the
+    kernel, and would be faulted in again for every batch); on other devices, whose
+    caching allocator reuses blocks, temporaries above the cap are allocated per use."""
     from scalecheck.monitors import _kernels
 
     monkeypatch.setattr(_kernels, "WORKSPACE_MAX_BYTES", 64)
     ws = _kernels.Workspace()
-    small = ws.like("a", torch.zeros(16))  # 64 bytes: kept
-    assert ws.like("a", torch.zeros(16)).data_ptr() == small.data_ptr()
-    big = ws.like("a", torch.zeros(17))  # 68 bytes: a fresh tensor, not kept
-    assert big.shape == (17,) and ws.like("a", torch.zeros(16)).data_ptr() == small.data_ptr()
+    big = ws.like("a", torch.zeros(17))  # 68 bytes on the CPU: kept all the same
+    assert ws.like("a", torch.zeros(17)).data_ptr() == big.data_ptr()
+    assert ws.like("a", torch.zeros(4)).data_ptr() == big.data_ptr()
+    small = ws.like("b", torch.zeros(16, device="meta"))  # 64 bytes: kept
+    assert ("b", torch.device("meta"), torch.float32) in ws._buffers
+    over = ws.like("c", torch.zeros(17, device="meta"))  # over the cap: not kept
+    assert over.shape == (17,) and small.shape == (16,)
+    assert ("c", torch.device("meta"), torch.float32) not in ws._buffers
 
 
 def test_fused_mean_var_applies_to_columns_and_declines_what_it_cannot_do_exactly():
@@ -315,7 +324,8 @@ def test_fused_mean_var_applies_to_columns_and_declines_what_it_cannot_do_exactl
         np.testing.assert_allclose(mean.double().numpy(), ref.mean(0), rtol=1e-6)
         np.testing.assert_allclose(var.double().numpy(), ref.var(0), rtol=1e-5)
     image = torch.randn(4, 3, 5, 5, generator=gen)
-    assert fused_mean_var(image, (0, 2, 3)) is None  # channels: plain reductions
+    assert fused_mean_var(image, (1, 2, 3)) is None  # per sample: no kernel's layout
+    assert fused_mean_var(image[:, :, :1, :1], (0, 2, 3)) is None  # one position: columns
     assert fused_mean_var(x.float().T, (1,)) is None  # not the leading dimension
     assert fused_mean_var(x.float().T.contiguous().T, (0,)) is None  # not contiguous
     far = torch.randn(64, 2, generator=gen) + torch.tensor([0.0, 3 * FUSED_MAX_OFFSET])
@@ -326,6 +336,41 @@ def test_fused_mean_var_applies_to_columns_and_declines_what_it_cannot_do_exactl
     lo, hi = const.amin(0), const.amax(0)
     mean, var = fused_mean_var(const, (0,), lo, hi)  # unless the range shows it constant
     assert mean[-1].item() == const[0, -1].item() and var[-1].item() == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(6, 3, 7, 5), (5, 4, 9), (2, 3, 2, 3, 4)])
+def test_channel_moments_equal_float64_numpy(shape, dtype):
+    """The channels of [N, C, *spatial] get their mean and variance from group-norm row
+    moments combined per channel: equal to numpy over (0, 2, ...), at an offset the
+    float32 check accepts, and declined beyond it."""
+    from scalecheck.monitors._kernels import FUSED_MAX_OFFSET, _fused, fused_mean_var
+
+    gen = torch.Generator().manual_seed(3)
+    dims = (0, *range(2, len(shape)))
+    scale = torch.tensor([1.0, 3.0, 0.5, 2.0][: shape[1]]).reshape(1, -1, *[1] * (len(shape) - 2))
+    for offset in (0.0, 40.0):
+        x = (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale + offset).to(dtype)
+        ref = x.double().numpy()
+        fused = _fused(x, dims)
+        assert fused is not None
+        mean, var, finite = fused
+        assert finite and mean.dtype == dtype and var.shape == (shape[1],)
+        np.testing.assert_allclose(mean.double().numpy(), ref.mean(dims), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(var.double().numpy(), ref.var(dims), rtol=1e-5)
+    far = torch.randn(*shape, generator=gen) * scale + 3 * FUSED_MAX_OFFSET * 3.0
+    assert fused_mean_var(far, dims) is None  # float32 channels 3000 std from zero
+    assert fused_mean_var(far.double(), dims) is not None  # float64 keeps its precision
+    const = torch.randn(*shape, generator=gen)
+    const[:, 1] = 0.1
+    assert fused_mean_var(const, dims) is None  # a constant channel: infinitely far
+    lo, hi = const.amin(dims), const.amax(dims)
+    mean, var = fused_mean_var(const, dims, lo, hi)  # unless its range shows it constant
+    assert mean[1].item() == const[0, 1].flatten()[0].item() and var[1].item() == 0.0
+    bad = torch.randn(*shape, generator=gen)
+    bad[0, 0].view(-1)[0] = float("nan")
+    mean, var = fused_mean_var(bad, dims)  # NaN propagates into its channel only
+    assert math.isnan(mean[0]) and math.isnan(var[0]) and torch.isfinite(mean[1:]).all()
 
 
 @pytest.mark.parametrize("offset", [0.0, 50.0, 1e5])
@@ -420,6 +465,30 @@ def test_gram_accumulator_buffers_rows_and_equals_the_batch_merge():
     assert float(got.n) == float(merged.n) == 30.0
     torch.testing.assert_close(got.s, merged.s, rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(got.g, merged.g, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gram_of_channels_equals_the_rows_moved_channels_last(dtype):
+    """[N, C, *spatial] batches are added per sample without a channels-last copy: the
+    same state as adding their rows, NaN positions left out, the first features only,
+    and the caller's tensor untouched (also when it is already float64)."""
+    from scalecheck.monitors._kernels import GramAccumulator
+
+    gen = torch.Generator().manual_seed(5)
+    shift = torch.tensor([3.0, -1.0], dtype=torch.float64)
+    by_channels, by_rows = GramAccumulator(2, shift), GramAccumulator(2, shift)
+    for shape in ((4, 3, 5, 6), (2, 3, 7), (3, 3, 2, 2, 2)):
+        x = (torch.randn(*shape, generator=gen, dtype=torch.float64) * 2 + 3).to(dtype)
+        if len(shape) == 3:
+            x[1, 0, 4] = float("nan")  # this position's row is left out
+        before = x.clone()
+        by_channels.add_channels(x)
+        by_rows.add(x.movedim(1, -1).reshape(-1, 3)[:, :2])
+        assert torch.equal(x.nan_to_num(), before.nan_to_num())
+    got, want = by_channels.gram(), by_rows.gram()
+    assert float(got.n) == float(want.n) == 4 * 30 + 2 * 7 - 1 + 3 * 8
+    torch.testing.assert_close(got.s, want.s, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(got.g, want.g, rtol=1e-12, atol=1e-9)
 
 
 def test_kappa_of_collinear_or_constant_features():

@@ -955,7 +955,9 @@ def _beyond(
         reduced = {d % z.dim() for d in dims}
         kept = [size for d, size in enumerate(z.shape) if d not in reduced]
         return torch.zeros(kept, dtype=torch.float32, device=z.device)
-    buf = (workspace if workspace is not None else Workspace()).like("beyond", z)
+    # the scratch slot the site's moments use too: they are done with it by now, and on a
+    # large activation one buffer of its size is kept, not two
+    buf = (workspace if workspace is not None else Workspace()).like("y", z)
     if lo == -hi:
         flags = _outside(z, None, hi, buf)
     elif not math.isinf(lo) and not math.isinf(hi):

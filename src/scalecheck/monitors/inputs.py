@@ -187,15 +187,18 @@ class InputMonitor:
         state.moments.add(rows, dims, mask)
         if state.log_wanted:
             self._add_log(state, rows, dims, mask)
-        g_rows = rows.movedim(plan.axis, -1) if plan.axis is not None else rows
-        if mask is not None:
-            g_rows = torch.where(mask, g_rows.double(), math.nan)  # padded rows left out
-        g_rows = g_rows.reshape(-1, plan.features)[:, : state.gram_features]
         if state.gram is None:
             assert state.moments.shift is not None
             shift = state.moments.shift[: state.gram_features].clone()
             state.gram = GramAccumulator(state.gram_features, shift)
-        state.gram.add(g_rows)
+        if mask is None and plan.axis == 1 and rows.dim() >= 3 and rows.is_contiguous():
+            # channels first ([N, C, H, W]): no channels-last copy of the rows
+            state.gram.add_channels(rows)
+        else:
+            g_rows = rows.movedim(plan.axis, -1) if plan.axis is not None else rows
+            if mask is not None:
+                g_rows = torch.where(mask, g_rows.double(), math.nan)  # padded rows left out
+            state.gram.add(g_rows.reshape(-1, plan.features)[:, : state.gram_features])
         state.reductions += 1
 
     @staticmethod
