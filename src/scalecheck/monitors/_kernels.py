@@ -518,20 +518,31 @@ class Workspace:
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
+        # the views handed out, per (slot, shape, dtype, device): a batch asks for the
+        # same shapes again, and slicing and viewing a buffer costs more than the lookup
+        self._views: dict[tuple[Any, ...], Tensor] = {}
 
     def like(self, slot: str, t: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """An uninitialized contiguous tensor with *t*'s shape and device (and *dtype*,
         default *t*'s), backed by slot *slot*."""
         dtype = t.dtype if dtype is None else dtype
+        shape = t.shape
+        view_key = (slot, shape, dtype, t.device)
+        view = self._views.get(view_key)
+        if view is not None:
+            return view
         n = t.numel()
         if t.device.type != "cpu" and n * dtype.itemsize > WORKSPACE_MAX_BYTES:
-            return torch.empty(t.shape, dtype=dtype, device=t.device)
+            return torch.empty(shape, dtype=dtype, device=t.device)
         key = (slot, t.device, dtype)
         buf = self._buffers.get(key)
         if buf is None or buf.numel() < n:
             buf = torch.empty(n, dtype=dtype, device=t.device)
             self._buffers[key] = buf
-        return buf[:n].view(t.shape)
+            # views of the smaller buffer stay valid but would pin it: drop the slot's
+            self._views = {k: v for k, v in self._views.items() if k[0] != slot}
+        view = self._views[view_key] = buf[:n].view(shape)
+        return view
 
 
 #: Per-batch results wait in a :class:`Stash` and are folded into the running float64
@@ -584,14 +595,15 @@ class Stash:
         self._layout: list[tuple[int, tuple[int, ...]] | None] = []  # (offset, shape)
         self._key: tuple[Any, ...] | None = None
         self._numbers: list[list[Any]] = []
+        self._tensor_items: list[tuple[int, bool]] = []  # (position, is 1-D) per tensor
+        self._number_items: list[int] = []  # positions of the numbers
 
     def _key_of(self, items: tuple[Tensor | float, ...]) -> tuple[Any, ...]:
-        return tuple(
-            (tuple(t.shape), t.dtype if self.dtype is None else None, t.device)
-            if isinstance(t, Tensor)
-            else None
-            for t in items
-        )
+        if self.dtype is None:
+            return tuple(
+                (t.shape, t.dtype, t.device) if isinstance(t, Tensor) else None for t in items
+            )
+        return tuple((t.shape, t.device) if isinstance(t, Tensor) else None for t in items)
 
     def push(self, *items: Tensor | float) -> bool:
         """Store one batch's items (each tensor shaped as in the first push after the
@@ -605,12 +617,14 @@ class Stash:
             self._allocate(items, key)
         assert self._buffer is not None
         # 1-D items as they are: even a no-op reshape is one more dispatched operation
-        flat = [(t if t.dim() == 1 else t.reshape(-1)) for t in items if isinstance(t, Tensor)]
+        flat = [
+            items[i] if one_dim else items[i].reshape(-1)  # type: ignore[union-attr]
+            for i, one_dim in self._tensor_items
+        ]
         if flat:
-            torch.cat(flat, out=self._rows[self.filled])
-        for numbers, item in zip(self._numbers, items, strict=True):
-            if not isinstance(item, Tensor):
-                numbers.append(item)
+            torch.cat(flat, out=self._rows[self.filled])  # type: ignore[arg-type]
+        for i in self._number_items:
+            self._numbers[i].append(items[i])
         self.filled += 1
         return self.filled >= self.size
 
@@ -630,6 +644,10 @@ class Stash:
         self._buffer = torch.empty(self.size, offset, dtype=dtype, device=device)
         self._rows = self._buffer.unbind(0)  # one view per row, made once
         self._numbers = [[] for _ in items]
+        self._tensor_items = [
+            (i, t.dim() == 1) for i, t in enumerate(items) if isinstance(t, Tensor)
+        ]
+        self._number_items = [i for i, t in enumerate(items) if not isinstance(t, Tensor)]
         self._key = key
 
     def take(self) -> list[Any]:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BatchError
-from ..measurements import FeatureStats, InputStats
+from ..measurements import FeatureStats, InputStats, feature_kappa
 from ._kernels import (
     Accumulator,
     Gram,
@@ -357,6 +357,9 @@ def kappa_from_gram(gram: Gram) -> tuple[float | None, float | None]:
     cov, mu, sd = cov[keep][:, keep], mu[keep], sd[keep]
     if not bool(torch.isfinite(cov).all() and torch.isfinite(mu).all()):
         return math.inf, None
+    if keep.numel() == 1:
+        # one feature: the 2 x 2 matrix has a closed form, and its correlation is [1]
+        return feature_kappa(float(mu[0]), float(sd[0])), 1.0
     raw = _second_moment_cond(cov, mu)
     corr = cov / torch.outer(sd, sd)
     eig = torch.linalg.eigvalsh(corr)

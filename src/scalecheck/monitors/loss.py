@@ -358,12 +358,13 @@ class LossMonitor:
         finite = [v for v in values if math.isfinite(v)]
         nonfinite = len(finite) < len(values)
         value = sum(finite) / len(finite) if finite and not nonfinite else None
-        baseline, baseline_description = self._baseline(len(values))
+        target_moments = self._targets.moments() if self._targets is not None else None
+        baseline, baseline_description = self._baseline(len(values), target_moments)
         pred_spread = target_spread = None
         targets: tuple[FeatureStats, ...] = ()
-        if self._targets is not None:
-            target_spread = _mean_std(self._targets.moments())
-            targets = _columns(self._targets.moments())
+        if target_moments is not None:
+            target_spread = _mean_std(target_moments)
+            targets = _columns(target_moments)
         if self._preds is not None:
             pred_spread = _mean_std(self._preds.moments())
         return LossStats(
@@ -379,9 +380,9 @@ class LossMonitor:
             nonfinite=nonfinite,
         )
 
-    def _baseline(self, batches: int) -> tuple[float | None, str | None]:
-        if self._baseline_kind in ("mse", "mse_sum") and self._targets is not None:
-            m = self._targets.moments()
+    def _baseline(self, batches: int, m: Moments | None) -> tuple[float | None, str | None]:
+        """The loss of the best constant prediction (*m*: the targets' moments)."""
+        if self._baseline_kind in ("mse", "mse_sum") and m is not None:
             n = float(m.n.sum())
             if n <= 0:
                 return None, None
@@ -389,8 +390,8 @@ class LossMonitor:
             if self._baseline_kind == "mse_sum":
                 return total_m2 / max(batches, 1), "always predicting the mean target (sum)"
             return total_m2 / n, "always predicting the mean target (the targets' variance)"
-        if self._baseline_kind == "bce" and self._targets is not None:
-            mean = self._targets.moments().mean.cpu().double()
+        if self._baseline_kind == "bce" and m is not None:
+            mean = m.mean.cpu().double()
             p = mean.clamp(1e-12, 1 - 1e-12)
             h = -(p * p.log() + (1 - p) * (1 - p).log())
             return float(h.mean()), "always predicting the mean label (its binary entropy)"
