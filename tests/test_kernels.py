@@ -338,6 +338,20 @@ def test_fused_mean_var_applies_to_columns_and_declines_what_it_cannot_do_exactl
     assert mean[-1].item() == const[0, -1].item() and var[-1].item() == 0.0
 
 
+def test_sum_over_channels_equals_one_reduction():
+    """The two-step sum of channel layouts equals reducing all dims at once (exactly for
+    0/1 flags, the counts it serves), and other layouts reduce as given."""
+    from scalecheck.monitors._kernels import sum_over
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 3, 6, 7, generator=gen)
+    flags = (x > 0.3).float()
+    assert torch.equal(sum_over(flags, (0, 2, 3)), flags.sum((0, 2, 3)))
+    torch.testing.assert_close(sum_over(x, (0, 2, 3)), x.sum((0, 2, 3)))
+    torch.testing.assert_close(sum_over(x, (0, 1, 2)), x.sum((0, 1, 2)))
+    assert sum_over(flags, (0, 2, 3), torch.float64).dtype == torch.float64
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(6, 3, 7, 5), (5, 4, 9), (2, 3, 2, 3, 4)])
 def test_channel_moments_equal_float64_numpy(shape, dtype):

@@ -49,6 +49,7 @@ from ._kernels import (
     Workspace,
     fused_mean_var,
     shifted_sums,
+    sum_over,
     variance,
 )
 
@@ -968,7 +969,7 @@ def _beyond(
         flags = torch.lt(z, lo, out=buf)
     if weight is not None:
         flags = flags.mul_(weight)
-    return flags.sum(dims, dtype=torch.float32)
+    return sum_over(flags, dims, torch.float32)
 
 
 def _outside(z: Tensor, centre: Tensor | float | None, half: Tensor | float, out: Tensor) -> Tensor:
