@@ -246,30 +246,31 @@ def test_unmasked_accumulator_streams_like_numpy(case, unit_range, padded):
 
 
 @given(data_and_splits())
-def test_gram_in_place_with_a_workspace_equals_the_batch_merge(case):
-    from scalecheck.monitors._kernels import Workspace, add_gram_
+def test_gram_accumulator_equals_the_batch_merge(case):
+    from scalecheck.monitors._kernels import GramAccumulator
 
     x, cuts = case
     x32 = torch.from_numpy(x.astype(np.float32))
     shift = x32[: max(1, cuts[0] if cuts else len(x))].double().mean(0)
     merged = empty_gram(x.shape[1])._replace(shift=shift.clone())
-    in_place = empty_gram(x.shape[1])._replace(shift=shift.clone())
-    ws = Workspace()
+    acc = GramAccumulator(x.shape[1], shift.clone(), rows=4)  # buffered and direct batches
     for part in np.split(x.astype(np.float32), cuts):
         if len(part):
             part = torch.from_numpy(part)
             merged = merge_gram(merged, batch_gram(part, shift))
-            add_gram_(in_place, part, ws)
-    for a, b in zip(in_place, merged, strict=True):
+            acc.add(part)
+    for a, b in zip(acc.gram(), merged, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-9 * (1 + float(x32.abs().max())) ** 2)
 
 
-def test_gram_leaves_out_rows_with_a_non_finite_feature():
-    from scalecheck.monitors._kernels import Workspace, add_gram_
+@pytest.mark.parametrize("capacity", [2, 16])  # added at once, and through the buffer
+def test_gram_leaves_out_rows_with_a_non_finite_feature(capacity):
+    from scalecheck.monitors._kernels import GramAccumulator
 
     rows = torch.tensor([[1.0, 2.0], [float("nan"), 1.0], [3.0, float("inf")], [5.0, 6.0]])
-    state = empty_gram(2)
-    add_gram_(state, rows, Workspace())
+    acc = GramAccumulator(2, torch.zeros(2, dtype=torch.float64), rows=capacity)
+    acc.add(rows)
+    state = acc.gram()
     clean = rows[[0, 3]].double()
     assert float(state.n) == 2.0
     torch.testing.assert_close(state.s, clean.sum(0))

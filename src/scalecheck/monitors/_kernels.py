@@ -44,7 +44,6 @@ __all__ = [
     "Pending",
     "Stash",
     "Workspace",
-    "add_gram_",
     "batch_gram",
     "empty_gram",
     "empty_moments",
@@ -1042,29 +1041,24 @@ def batch_gram(rows: Tensor, shift: Tensor) -> Gram:
     )
 
 
-def add_gram_(state: Gram, rows: Tensor, workspace: Workspace | None = None) -> None:
-    """Add one batch of *rows* (``[N, F]``) to *state* in place, around its shift.
-
-    Rows with a non-finite feature are left out. On CPU a batch whose centred sums are
-    finite (so it holds no NaN or inf) takes a fast path with no masking; reading that
-    check is free there, unlike a device synchronization.
-    """
-    rows = rows.detach()
-    out = workspace.like("gram", rows, _F64) if workspace is not None else None
-    if out is not None:
-        _add_centred(state, torch.sub(rows, state.shift, out=out))
-    else:
-        _add_centred(state, rows.to(_F64) - state.shift)
-
-
 def _add_centred(state: Gram, centred: Tensor) -> None:
-    """Add float64 rows already centred on ``state.shift`` (see :func:`add_gram_`)."""
-    s = centred.sum(0)
+    """Add float64 data already centred on ``state.shift``: rows ``[R, F]``, or
+    ``[N, F, positions]`` whose rows are its ``(n, position)`` pairs (multiplied per
+    sample). Rows with a non-finite feature are left out. On CPU a batch whose centred
+    sums are finite (so it holds no NaN or inf) takes a fast path with no masking; reading
+    that check is free there, unlike a device synchronization."""
+    channels = centred.dim() == 3
+    s = centred.sum((0, 2)) if channels else centred.sum(0)
     if centred.device.type == "cpu" and math.isfinite(float(s.sum())):
-        state.n.add_(float(centred.shape[0]))
+        state.n.add_(float(centred.shape[0] * (centred.shape[2] if channels else 1)))
         state.s.add_(s)
-        state.g.addmm_(centred.T, centred)
+        if channels:
+            state.g.add_(torch.bmm(centred, centred.transpose(1, 2)).sum(0))
+        else:
+            state.g.addmm_(centred.T, centred)
         return
+    if channels:
+        centred = centred.transpose(1, 2).reshape(-1, centred.shape[1])
     finite_rows = torch.isfinite(centred).all(dim=1, keepdim=True)
     centred = torch.where(finite_rows, centred, 0.0)
     state.n.add_(finite_rows.sum(dtype=_F64))
@@ -1126,13 +1120,7 @@ class GramAccumulator:
         f = self.state.shift.shape[0]
         # a new float64 tensor, never a view of x (the loader's batch is not written)
         centred = torch.sub(x[:, :f].reshape(x.shape[0], f, -1), self.state.shift.view(1, f, 1))
-        s = centred.sum((0, 2))
-        if centred.device.type == "cpu" and math.isfinite(float(s.sum())):
-            self.state.n.add_(float(centred.shape[0] * centred.shape[2]))
-            self.state.s.add_(s)
-            self.state.g.add_(torch.bmm(centred, centred.transpose(1, 2)).sum(0))
-            return
-        _add_centred(self.state, centred.transpose(1, 2).reshape(-1, f))
+        _add_centred(self.state, centred)
 
     def _flush(self) -> None:
         if self.filled and self._buffer is not None:
