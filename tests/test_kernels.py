@@ -538,6 +538,37 @@ def test_stash_copies_rows_into_its_buffer_and_lays_it_out_again_when_shapes_cha
     assert halves.tolist() == [2.5] and numbers == [1]
 
 
+def test_stash_folds_through_its_callback_and_holds_an_owners_method_weakly():
+    import weakref
+
+    from scalecheck.monitors._kernels import Stash
+
+    taken = []
+    stash = Stash(size=4)
+    stash.fold = lambda: taken.append(stash.take())  # a plain function: held strongly
+    stash.push(torch.tensor([1.0, 2.0]))
+    stash.push(torch.tensor([1.0, 2.0, 3.0]))  # another layout: folds the waiting one
+    assert len(taken) == 1 and taken[0][0].tolist() == [[1.0, 2.0]]
+
+    class Owner:
+        def __init__(self) -> None:
+            self.stash = Stash(fold=self.fold)
+            self.folded = 0
+
+        def fold(self) -> None:
+            self.stash.take()
+            self.folded += 1
+
+    owner = Owner()
+    owner.stash.push(torch.tensor([1.0]))
+    owner.stash.push(torch.tensor([1.0, 2.0]))
+    assert owner.folded == 1
+    ref, stash = weakref.ref(owner), owner.stash
+    del owner
+    assert ref() is None  # freed by reference counting: no owner -> stash -> owner cycle
+    assert stash.fold is None
+
+
 def test_accumulator_takes_batches_whose_dtype_changes():
     from scalecheck.monitors._kernels import Accumulator
 

@@ -347,6 +347,50 @@ def test_model_is_collectable_and_the_report_holds_no_tensors():
     walk(report)
 
 
+@pytest.mark.parametrize("workload", ["net", "lstm", "reference"])
+def test_a_call_leaves_no_reference_cycles(workload):
+    """Everything a call allocates is freed by reference counting when it returns: a
+    cycle (a monitor holding a bound method of itself, for instance) would keep its
+    tensors, scratch buffers included, alive until the cyclic collector runs."""
+    if workload == "net":
+        model, loader, _ = make()
+        options = {"trial": TrialOptions(steps=5)}
+    elif workload == "lstm":
+        model = nn.LSTM(3, 8, batch_first=True)
+
+        class Last(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn, self.head = model, nn.Linear(8, 1)
+
+            def forward(self, x):
+                return self.head(self.rnn(x)[0][:, -1])
+
+        g = torch.Generator().manual_seed(0)
+        loader = [(torch.randn(4, 6, 3, generator=g), torch.randn(4, 1)) for _ in range(3)]
+        model, options = Last(), {"trial": False}
+    else:
+        from scalecheck.reference import interpolation
+
+        model, loader = interpolation.make_model(seed=0), interpolation.make_loader(n=64)
+        options = {"trial": False, "max_batches": 4}
+    scalecheck.diagnose(model, loader, strict=True, **options)  # imports, caches
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        scalecheck.diagnose(model, loader, strict=True, **options)
+        gc.collect()
+        ours = [
+            o
+            for o in gc.garbage
+            if isinstance(o, torch.Tensor) or type(o).__module__.startswith("scalecheck")
+        ]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert ours == []
+
+
 def test_dataloader_workers_are_shut_down():
     from torch.utils.data import DataLoader, TensorDataset
 

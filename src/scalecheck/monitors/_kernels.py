@@ -24,7 +24,9 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -604,7 +606,14 @@ class Stash:
     ) -> None:
         self.size = size
         self.dtype = dtype  # the buffer's dtype (None: from the first push's items)
-        self.fold = fold  # empties the stash when items of another layout arrive
+        # empties the stash when items of another layout arrive. A bound method of the
+        # stash's owner is held weakly: a strong reference would make owner -> stash ->
+        # method -> owner a reference cycle, which keeps every tensor of the owner (its
+        # state, its scratch buffers) alive after the call until the cyclic collector
+        # runs (measured: ~0.7 ms per diagnose call in gen-0 collections, and the CNN's
+        # 16 MB scratch held past the call)
+        self._fold: Callable[[], Callable[[], None] | None] | None = None
+        self.fold = fold
         self.filled = 0
         self._buffer: Tensor | None = None
         self._rows: tuple[Tensor, ...] = ()
@@ -613,6 +622,20 @@ class Stash:
         self._numbers: list[list[Any]] = []
         self._tensor_items: list[tuple[int, bool]] = []  # (position, is 1-D) per tensor
         self._number_items: list[int] = []  # positions of the numbers
+
+    @property
+    def fold(self) -> Callable[[], None] | None:
+        """What empties the stash when items of another layout arrive (None: nothing)."""
+        return self._fold() if self._fold is not None else None
+
+    @fold.setter
+    def fold(self, fold: Callable[[], None] | None) -> None:
+        if fold is None:
+            self._fold = None
+        elif inspect.ismethod(fold):
+            self._fold = weakref.WeakMethod(fold)
+        else:
+            self._fold = lambda: fold
 
     def _key_of(self, items: tuple[Tensor | float, ...]) -> tuple[Any, ...]:
         if self.dtype is None:
@@ -626,8 +649,9 @@ class Stash:
         stash was last emptied); True when the stash is full."""
         key = self._key_of(items)
         if key != self._key:
-            if self.filled and self.fold is not None:
-                self.fold()
+            fold = self.fold
+            if self.filled and fold is not None:
+                fold()
             if self.filled:
                 raise ValueError("a stash holds items of one layout; take() them first")
             self._allocate(items, key)
