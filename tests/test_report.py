@@ -84,3 +84,41 @@ def test_standardizer_handles_channels_and_constant_features():
     assert out[:, 0].abs().max() == 0 and out[:, 1].eq(-1).all() and out[:, 2].eq(-1).all()
     with pytest.raises(scalecheck.InvalidArgumentError, match="3 features"):
         s(torch.ones(2, 5, 4, 4))
+
+
+def test_records_built_from_columns_equal_the_dataclass_constructor():
+    from dataclasses import dataclass
+
+    from scalecheck._records import from_columns
+    from scalecheck.measurements import FeatureStats, GradientStats
+
+    columns = (
+        ["x[0]", "x[1]"],
+        ["x", "x"],
+        [0, 1],
+        [4, 0],
+        [2.5, None],
+        [1.1, None],
+        [1.0, None],
+        [4.0, None],
+        [0, 3],
+        [0.0, float("nan")],
+        [0.8, None],
+        [0.4, None],
+    )
+    built = from_columns(FeatureStats, columns)
+    expected = tuple(FeatureStats(*row) for row in zip(*columns, strict=True))
+    assert [repr(r) for r in built] == [repr(r) for r in expected]  # NaN != NaN under ==
+    assert built[0] == expected[0] and type(built[1]) is FeatureStats
+    with pytest.raises(AttributeError):
+        built[0].mean = 3.0  # still frozen
+    with pytest.raises(ValueError):
+        from_columns(FeatureStats, columns[:-1] + ([0.4],))  # a short column
+    assert from_columns(GradientStats, [[]] * 14) == ()
+
+    @dataclass
+    class Plain:
+        a: int
+
+    with pytest.raises(TypeError, match="slotted"):
+        from_columns(Plain, [[1]])

