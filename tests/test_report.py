@@ -113,7 +113,7 @@ def test_records_built_from_columns_equal_the_dataclass_constructor():
     with pytest.raises(AttributeError):
         built[0].mean = 3.0  # still frozen
     with pytest.raises(ValueError):
-        from_columns(FeatureStats, columns[:-1] + ([0.4],))  # a short column
+        from_columns(FeatureStats, (*columns[:-1], [0.4]))  # a short column
     assert from_columns(GradientStats, [[]] * 14) == ()
 
     @dataclass

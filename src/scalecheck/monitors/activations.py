@@ -232,6 +232,7 @@ class _Site:
     pending_calls: int = 0
     top_pending: Pending = field(default_factory=Pending)
     counts: Stash = field(default_factory=Stash)  # per-call (exact, near), not yet folded
+    samples: list[Tensor] = field(default_factory=list)  # for the histogram, not yet folded
     _zeros: Tensor | None = None  # see no_counts
 
     def __post_init__(self) -> None:
@@ -467,7 +468,7 @@ class ActivationMonitor:
         exact, near = (c.unbind(0) for c in counts)
         for i, site in enumerate(sites):
             if site.calls < HIST_CALLS:
-                site.hist += self._histogram(site, blocks[:, i])
+                self._sample(site, blocks[:, i])
             if fused is not None:
                 site.moments.add_mean_var(rows, firsts[i], seconds[i], los[i], his[i])
             else:
@@ -740,7 +741,7 @@ class ActivationMonitor:
                         counts.append(_beyond(zd_flat, band, dims, weight, self.workspace))
                 site.count(*counts)
             if site.calls < HIST_CALLS:
-                site.hist += self._histogram(site, zd, weight)
+                self._sample(site, zd, weight)
             site.calls += calls
 
     def _padding_weight(self, z: Tensor, axis: int | None) -> Tensor | None:
@@ -759,13 +760,15 @@ class ActivationMonitor:
             )
         return None
 
-    def _histogram(self, site: _Site, z: Tensor, weight: Tensor | None = None) -> Tensor:
-        n = z.numel()
-        u_full = None
+    def _sample(self, site: _Site, z: Tensor, weight: Tensor | None = None) -> None:
+        """Keep up to HIST_SAMPLE of this call's values for the site's histogram (a copy,
+        float32, padded positions NaN, which ``histc`` ignores). The histogram itself is
+        taken once, over all kept samples, when the site's results are read
+        (:meth:`_fold_histogram`): one gather per call instead of six operations."""
+        source = z
         if weight is not None:
-            # padded positions are moved outside the histogram's range, where histc ignores them
-            u_full = torch.where(weight.expand_as(z) > 0, z.float(), math.inf)
-        source = z if u_full is None else u_full
+            source = torch.where(weight.expand_as(z) > 0, z.float(), math.nan)
+        n = source.numel()
         if n > HIST_SAMPLE:
             key = (n, site.name)
             idx = self._sample_idx.get(key)
@@ -773,15 +776,20 @@ class ActivationMonitor:
                 gen = torch.Generator().manual_seed(self.seed)
                 idx = torch.randint(n, (HIST_SAMPLE,), generator=gen).to(z.device)
                 self._sample_idx[key] = idx
-            sample = torch.take(source, idx)
+            sample = torch.take(source, idx).to(torch.float32)
         else:
-            sample = source.reshape(-1)
-        u = torch.asinh(sample.float())
-        outside = ~torch.isfinite(u) & (u > 0) if u_full is not None else None
-        u = u.clamp_(-HIST_RANGE, HIST_RANGE)
-        if outside is not None:
-            u = torch.where(outside, 2 * HIST_RANGE, u)
-        return torch.histc(u, bins=HIST_BINS, min=-HIST_RANGE, max=HIST_RANGE).to(torch.float64)
+            # a copy: the model may still overwrite z in place
+            sample = source.reshape(-1).to(torch.float32, copy=True)
+        site.samples.append(sample)
+
+    @staticmethod
+    def _fold_histogram(site: _Site) -> None:
+        """Add the histogram of asinh of the kept samples to ``site.hist``."""
+        if site.samples:
+            u = torch.asinh(torch.cat(site.samples)).clamp_(-HIST_RANGE, HIST_RANGE)  # NaN stays
+            hist = torch.histc(u, bins=HIST_BINS, min=-HIST_RANGE, max=HIST_RANGE)
+            site.hist += hist.to(torch.float64)
+            site.samples.clear()
 
     # -- results ------------------------------------------------------------------------
     def results(self) -> tuple[ActivationStats, ...]:
@@ -789,88 +797,95 @@ class ActivationMonitor:
         for site in self.sites.values():
             self._flush(site)
             site.fold_counts()
-        out = []
-        for site in self.sites.values():
-            if site.calls == 0:
-                continue
-            m = site.moments.moments()
-            host = [
-                t.cpu()
-                for t in (
-                    m.n,
-                    m.mean,
-                    variance(m),
-                    m.min,
-                    m.max,
-                    site.exact_count,
-                    site.near_count,
-                    site.hist,
+            self._fold_histogram(site)
+        # non-finite state (an inf or NaN activation) is turned into None or a flag below,
+        # explicitly; numpy's warnings about it would only reach the user as noise
+        with np.errstate(all="ignore"):
+            out = []
+            for site in self.sites.values():
+                if site.calls == 0:
+                    continue
+                m = site.moments.moments()
+                host = [
+                    t.cpu()
+                    for t in (
+                        m.n,
+                        m.mean,
+                        variance(m),
+                        m.min,
+                        m.max,
+                        site.exact_count,
+                        site.near_count,
+                        site.hist,
+                    )
+                ]
+                n, mean, var, lo, hi, exact, near, hist = (t.double().numpy() for t in host)
+                total = float(n.sum())
+                collapsed = _collapse_numpy(n, mean, var)
+                # units whose every measured value lies where the derivative is exactly zero:
+                # "dead" for rectifiers, "saturated" for tanh-like functions
+                dead = stuck = 0
+                if site.exact is not None:
+                    all_flat = int(((exact >= n) & (n > 0)).sum())
+                    if site.nl.family == "rectifier":
+                        dead = all_flat
+                    elif site.nl.family == "saturating":
+                        stuck = all_flat
+                rows = rows_exact = rows_near = None
+                if site.rows is not None:
+                    rows = float(site.rows.cpu())
+                    rows_exact = (
+                        float(site.rows_exact.cpu()) if site.rows_exact is not None else None
+                    )
+                    rows_near = float(site.rows_near.cpu()) if site.rows_near is not None else None
+                fed_by = self.structure.input_layer_sites.get(site.name)
+                out.append(
+                    ActivationStats(
+                        site=site.name,
+                        module=site.module,
+                        function=site.nl.name,
+                        family=site.nl.family,
+                        dtype=str(site.dtype).replace("torch.", ""),
+                        input_layer=fed_by is not None,
+                        fed_by=fed_by,
+                        calls=site.calls,
+                        count=int(total),
+                        units=site.units if site.per_unit else 0,
+                        exact_lo=site.exact.lo if site.exact else None,
+                        exact_hi=site.exact.hi if site.exact else None,
+                        near_lo=site.near.lo if site.near else None,
+                        near_hi=site.near.hi if site.near else None,
+                        exact_fraction=_ratio(exact.sum(), total) if site.exact else None,
+                        near_fraction=_ratio(near.sum(), total) if site.near else None,
+                        dead_units=dead,
+                        saturated_units=stuck,
+                        mean=collapsed[0],
+                        std=collapsed[1],
+                        min=_finite_or_none(lo.min()) if lo.size else None,
+                        max=_finite_or_none(hi.max()) if hi.size else None,
+                        unit_mean=_finite_tuple(mean) if site.per_unit else (),
+                        unit_std=_finite_tuple(np.sqrt(np.where(var >= 0, var, np.nan)))
+                        if site.per_unit
+                        else (),
+                        unit_exact_fraction=_finite_tuple(exact / np.where(n > 0, n, 1.0), n > 0)
+                        if site.per_unit and site.exact
+                        else (),
+                        histogram=Histogram(
+                            lo=-HIST_RANGE,
+                            hi=HIST_RANGE,
+                            transform="asinh",
+                            counts=tuple(int(c) for c in hist),
+                        ),
+                        nonfinite=bool(
+                            not math.isfinite(float(mean.sum()))
+                            or not math.isfinite(float(var.sum()))
+                        ),
+                        softmax_rows=int(rows) if rows is not None else None,
+                        softmax_saturated_fraction=_ratio(rows_exact, rows) if rows else None,
+                        softmax_near_fraction=_ratio(rows_near, rows) if rows else None,
+                    )
                 )
-            ]
-            n, mean, var, lo, hi, exact, near, hist = (t.double().numpy() for t in host)
-            total = float(n.sum())
-            collapsed = _collapse_numpy(n, mean, var)
-            # units whose every measured value lies where the derivative is exactly zero:
-            # "dead" for rectifiers, "saturated" for tanh-like functions
-            dead = stuck = 0
-            if site.exact is not None:
-                all_flat = int(((exact >= n) & (n > 0)).sum())
-                if site.nl.family == "rectifier":
-                    dead = all_flat
-                elif site.nl.family == "saturating":
-                    stuck = all_flat
-            rows = rows_exact = rows_near = None
-            if site.rows is not None:
-                rows = float(site.rows.cpu())
-                rows_exact = float(site.rows_exact.cpu()) if site.rows_exact is not None else None
-                rows_near = float(site.rows_near.cpu()) if site.rows_near is not None else None
-            fed_by = self.structure.input_layer_sites.get(site.name)
-            out.append(
-                ActivationStats(
-                    site=site.name,
-                    module=site.module,
-                    function=site.nl.name,
-                    family=site.nl.family,
-                    dtype=str(site.dtype).replace("torch.", ""),
-                    input_layer=fed_by is not None,
-                    fed_by=fed_by,
-                    calls=site.calls,
-                    count=int(total),
-                    units=site.units if site.per_unit else 0,
-                    exact_lo=site.exact.lo if site.exact else None,
-                    exact_hi=site.exact.hi if site.exact else None,
-                    near_lo=site.near.lo if site.near else None,
-                    near_hi=site.near.hi if site.near else None,
-                    exact_fraction=_ratio(exact.sum(), total) if site.exact else None,
-                    near_fraction=_ratio(near.sum(), total) if site.near else None,
-                    dead_units=dead,
-                    saturated_units=stuck,
-                    mean=collapsed[0],
-                    std=collapsed[1],
-                    min=_finite_or_none(lo.min()) if lo.size else None,
-                    max=_finite_or_none(hi.max()) if hi.size else None,
-                    unit_mean=_finite_tuple(mean) if site.per_unit else (),
-                    unit_std=_finite_tuple(np.sqrt(np.where(var >= 0, var, np.nan)))
-                    if site.per_unit
-                    else (),
-                    unit_exact_fraction=_finite_tuple(exact / np.where(n > 0, n, 1.0), n > 0)
-                    if site.per_unit and site.exact
-                    else (),
-                    histogram=Histogram(
-                        lo=-HIST_RANGE,
-                        hi=HIST_RANGE,
-                        transform="asinh",
-                        counts=tuple(int(c) for c in hist),
-                    ),
-                    nonfinite=bool(
-                        not math.isfinite(float(mean.sum())) or not math.isfinite(float(var.sum()))
-                    ),
-                    softmax_rows=int(rows) if rows is not None else None,
-                    softmax_saturated_fraction=_ratio(rows_exact, rows) if rows else None,
-                    softmax_near_fraction=_ratio(rows_near, rows) if rows else None,
-                )
-            )
-        return tuple(out)
+            return tuple(out)
 
 
 class _Mode(TorchFunctionMode):

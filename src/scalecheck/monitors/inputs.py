@@ -295,11 +295,14 @@ def _features(name: str, m: Moments, lm: Moments) -> tuple[FeatureStats, ...]:
         t.detach().to("cpu", torch.float64).numpy()
         for t in (m.n, m.mean, m.m2, m.min, m.max, m.nonfinite, m.zeros, lm.n, lm.mean, lm.m2)
     )
-    var = var / np.where(n > 0, n, 1.0)  # as _kernels.variance
-    lvar = lvar / np.where(ln > 0, ln, 1.0)
-    seen = n > 0
-    total = n + nonfinite
-    positive = seen & (lo > 0) & (ln == n)
+    with np.errstate(all="ignore"):  # non-finite state is reported as it is, not warned of
+        var = var / np.where(n > 0, n, 1.0)  # as _kernels.variance
+        lvar = lvar / np.where(ln > 0, ln, 1.0)
+        std, log_std = np.sqrt(np.maximum(var, 0.0)), np.sqrt(np.maximum(lvar, 0.0))
+        seen = n > 0
+        total = n + nonfinite
+        positive = seen & (lo > 0) & (ln == n)
+        zero_fraction = zeros / np.maximum(total, 1.0)
     features = len(n)
     columns = (
         [f"{name}[{j}]" for j in range(features)],
@@ -307,13 +310,13 @@ def _features(name: str, m: Moments, lm: Moments) -> tuple[FeatureStats, ...]:
         range(features),
         n.astype(np.int64).tolist(),
         _where(seen, mean),
-        _where(seen, np.sqrt(np.maximum(var, 0.0))),
+        _where(seen, std),
         _where(seen, lo),
         _where(seen, hi),
         nonfinite.astype(np.int64).tolist(),
-        _where(total > 0, zeros / np.maximum(total, 1.0)),
+        _where(total > 0, zero_fraction),
         _where(positive, lmean),
-        _where(positive, np.sqrt(np.maximum(lvar, 0.0))),
+        _where(positive, log_std),
     )
     return from_columns(FeatureStats, columns)
 
