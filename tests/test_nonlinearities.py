@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -264,3 +265,58 @@ def test_histogram_of_large_calls_samples_the_first_calls():
     # total variation distance between the sampled and the full distribution: with 32k
     # samples its expected size over 64 bins is about 0.02
     assert 0.5 * (sampled / sampled.sum() - full / full.sum()).abs().sum() < 0.05
+
+
+def test_vectorized_asinh_matches_numpy_over_the_float32_range():
+    from scalecheck.monitors.activations import _asinh
+
+    g = torch.Generator().manual_seed(6)
+    exponents = torch.randint(-37, 38, (50_000,), generator=g).double()
+    z = (torch.randn(50_000, generator=g, dtype=torch.float64) * 10**exponents).float()
+    z = torch.cat([z, torch.tensor([0.0, -0.0, 1e7, -3e38, math.inf, -math.inf, math.nan])])
+    got = _asinh(z).double().numpy()
+    ref = np.arcsinh(z.double().numpy())
+    finite = np.isfinite(ref) & (np.abs(ref) < 16.8)  # beyond 1e7 the value is capped
+    normal = finite & (np.abs(z.numpy()) >= np.finfo(np.float32).tiny)
+    assert np.allclose(got[normal], ref[normal], rtol=2e-7, atol=0)
+    assert np.all(np.abs(got[finite & ~normal]) < 1.2e-38)  # subnormals: +-0 or themselves
+    assert np.array_equal(np.signbit(got[finite]), np.signbit(ref[finite]))
+    assert got[-4] == pytest.approx(-16.81, abs=0.01) and got[-3] > 16.8 and got[-2] < -16.8
+    assert math.isnan(got[-1])
+
+
+def test_histograms_of_many_sites_binned_together_equal_each_sites_own():
+    """More sites than one joint fold takes, on scales from 1e-3 to 1e9 (edge bins, NaN):
+    each site's histogram is exactly the one of its own values."""
+    from torch import nn
+
+    import scalecheck
+    from scalecheck.monitors.activations import _FOLD_SITES, HIST_BINS, HIST_RANGE
+
+    scales = [10.0 ** (k % 13 - 3) for k in range(_FOLD_SITES + 5)]
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(3, 1)
+
+        def forward(self, x):
+            return self.head(sum(torch.tanh(x * s) for s in scales))
+
+    g = torch.Generator().manual_seed(8)
+    xs = [torch.randn(32, 3, generator=g) for _ in range(6)]
+    xs[2][1, 1] = math.nan
+    report = scalecheck.diagnose(
+        Model(), [(x, torch.randn(32, 1, generator=g)) for x in xs], trial=False
+    )
+    sites = [a for a in report.layers if a.function == "tanh"]
+    assert len(sites) == len(scales)
+    for site, s in zip(sites, scales, strict=True):
+        z = torch.cat([x * s for x in xs]).reshape(-1)
+        expected = torch.histc(
+            torch.asinh(z).clamp(-HIST_RANGE, HIST_RANGE),
+            bins=HIST_BINS,
+            min=-HIST_RANGE,
+            max=HIST_RANGE,
+        )
+        assert site.histogram.counts == tuple(int(c) for c in expected.tolist()), site.site

@@ -64,6 +64,8 @@ HIST_RANGE = 16.0
 #: cost that stays flat however many batches are measured.
 HIST_SAMPLE = 4096
 HIST_CALLS = 8
+#: Sites whose histograms are binned together (at most 16 x 8 x 4096 float64 values, 4 MiB).
+_FOLD_SITES = 16
 #: Per-unit statistics are kept for at most this many units per site; wider sites keep
 #: site-level statistics only.
 MAX_UNITS = 8192
@@ -764,7 +766,7 @@ class ActivationMonitor:
         """Keep up to HIST_SAMPLE of this call's values for the site's histogram (a copy,
         float32, padded positions NaN, which ``histc`` ignores). The histogram itself is
         taken once, over all kept samples, when the site's results are read
-        (:meth:`_fold_histogram`): one gather per call instead of six operations."""
+        (:meth:`_fold_histograms`): one gather per call instead of six operations."""
         source = z
         if weight is not None:
             source = torch.where(weight.expand_as(z) > 0, z.float(), math.nan)
@@ -774,7 +776,8 @@ class ActivationMonitor:
             idx = self._sample_idx.get(key)
             if idx is None:
                 gen = torch.Generator().manual_seed(self.seed)
-                idx = torch.randint(n, (HIST_SAMPLE,), generator=gen).to(z.device)
+                # sorted: the gather reads memory in order (39 against 49 us per call)
+                idx = torch.randint(n, (HIST_SAMPLE,), generator=gen).sort().values.to(z.device)
                 self._sample_idx[key] = idx
             sample = torch.take(source, idx).to(torch.float32)
         else:
@@ -782,14 +785,37 @@ class ActivationMonitor:
             sample = source.reshape(-1).to(torch.float32, copy=True)
         site.samples.append(sample)
 
-    @staticmethod
-    def _fold_histogram(site: _Site) -> None:
-        """Add the histogram of asinh of the kept samples to ``site.hist``."""
-        if site.samples:
-            u = torch.asinh(torch.cat(site.samples)).clamp_(-HIST_RANGE, HIST_RANGE)  # NaN stays
-            hist = torch.histc(u, bins=HIST_BINS, min=-HIST_RANGE, max=HIST_RANGE)
-            site.hist += hist.to(torch.float64)
-            site.samples.clear()
+    def _fold_histograms(self) -> None:
+        """Add the histogram of asinh of each site's kept samples to its ``hist``.
+
+        Up to ``_FOLD_SITES`` sites of one device are binned together: their samples are
+        concatenated, each site's asinh values are clamped to ``[-R, R - w/2]`` (R =
+        HIST_RANGE, w the bin width: the same edge bins as clamping to ``[-R, R]``) and
+        moved by ``2 R`` per site, and one ``histc`` over the joint range bins them all
+        (float64, so the shift leaves the bin of every value as it was). Measured in place
+        after the MLP 784 benchmark's batches, one site's fold took 630 us as its own seven
+        operations; a call's results read them all at once.
+        """
+        ready = [site for site in self.sites.values() if site.samples]
+        while ready:
+            device = ready[0].hist.device
+            group = [site for site in ready if site.hist.device == device][:_FOLD_SITES]
+            ready = [site for site in ready if all(site is not g for g in group)]
+            sizes = [sum(t.numel() for t in site.samples) for site in group]
+            values = torch.cat([t for site in group for t in site.samples])
+            half = HIST_RANGE / HIST_BINS  # half a bin
+            u = _asinh(values).clamp_(-HIST_RANGE, HIST_RANGE - half).double()  # NaN stays
+            shift = torch.arange(len(group), dtype=torch.float64, device=device) * (2 * HIST_RANGE)
+            u += shift.repeat_interleave(torch.tensor(sizes, device=device))
+            hist = torch.histc(
+                u,
+                bins=HIST_BINS * len(group),
+                min=-HIST_RANGE,
+                max=-HIST_RANGE + 2 * HIST_RANGE * len(group),
+            )
+            for site, counts in zip(group, hist.view(len(group), HIST_BINS), strict=True):
+                site.hist += counts
+                site.samples.clear()
 
     # -- results ------------------------------------------------------------------------
     def results(self) -> tuple[ActivationStats, ...]:
@@ -797,7 +823,7 @@ class ActivationMonitor:
         for site in self.sites.values():
             self._flush(site)
             site.fold_counts()
-            self._fold_histogram(site)
+        self._fold_histograms()
         # non-finite state (an inf or NaN activation) is turned into None or a flag below,
         # explicitly; numpy's warnings about it would only reach the user as noise
         with np.errstate(all="ignore"):
@@ -939,6 +965,22 @@ class _Mode(TorchFunctionMode):
             except Exception as exc:
                 mon._fail(exc)
         return out
+
+
+def _asinh(z: Tensor) -> Tensor:
+    """``asinh(z)`` from vectorized operations, for the histogram (a new tensor).
+
+    ``torch.asinh`` is not vectorized on CPU: 290-410 us for 32 768 float32 values, against
+    about 100 us for ``copysign(log1p(a + a^2 / (1 + sqrt(1 + a^2))), z)`` with ``a = |z|``,
+    which keeps its relative precision near 0: within 1.2e-7 of numpy's float64 ``arcsinh``
+    on 200 000 float32 values spread over 10^-38..10^38 (subnormals become a signed zero,
+    which ``histc`` bins as it bins them). ``a`` is capped at 1e7 first (``a^2`` stays
+    finite; asinh(1e7) = 16.8 lies beyond HIST_RANGE anyway); NaN stays NaN.
+    """
+    a = z.abs().clamp_(max=1e7)
+    a2 = a * a
+    u = torch.log1p(a2.div_(torch.sqrt(a2 + 1.0).add_(1.0)).add_(a))
+    return torch.copysign(u, z)
 
 
 def _extremes(pair: tuple[Tensor, Tensor] | None) -> tuple[float, float]:
