@@ -78,6 +78,11 @@ def main() -> None:
                 start = time.perf_counter()
                 fns[name]()
                 times[name].append(time.perf_counter() - start)
+                # each call starts from a collected heap: a version whose calls leave
+                # reference cycles (scalecheck before 0.1's sixth round did, holding its
+                # scratch buffers) would otherwise have them collected, and their memory
+                # freed, inside the next call, which is often the other version's
+                gc.collect()
     plain = statistics.median(times["plain"])
     print(
         f"{args.workload}, K = {args.k}, {args.repeats} repeats, {torch.get_num_threads()} threads"
