@@ -200,6 +200,16 @@ def test_band_counts_skipped_by_range_equal_a_direct_count(cell, monkeypatch):
     assert gates["cell_gate"].near_fraction > 0.05
 
 
+def _histogram_of(z: torch.Tensor) -> tuple[int, ...]:
+    """The histogram the activation monitor reports for the values *z*: asinh (checked
+    against numpy below) binned in float64."""
+    from scalecheck.monitors.activations import HIST_BINS, HIST_RANGE, _asinh
+
+    u = _asinh(z.float().reshape(-1)).double().clamp(-HIST_RANGE, HIST_RANGE)
+    counts = torch.histc(u, bins=HIST_BINS, min=-HIST_RANGE, max=HIST_RANGE)
+    return tuple(int(c) for c in counts.tolist())
+
+
 def test_histogram_counts_the_first_calls_values_and_ignores_nan():
     """A site's histogram counts asinh(z) of its first HIST_CALLS reductions (every value
     when one has at most HIST_SAMPLE of them): +inf lands in the top bin, NaN nowhere.
@@ -207,7 +217,7 @@ def test_histogram_counts_the_first_calls_values_and_ignores_nan():
     from torch import nn
 
     import scalecheck
-    from scalecheck.monitors.activations import HIST_BINS, HIST_CALLS, HIST_RANGE, HIST_SAMPLE
+    from scalecheck.monitors.activations import HIST_CALLS, HIST_SAMPLE
 
     class Model(nn.Module):
         def __init__(self) -> None:
@@ -225,13 +235,7 @@ def test_histogram_counts_the_first_calls_values_and_ignores_nan():
     site = next(a for a in report.layers if a.function == "tanh")
     z = torch.cat([x * 2.0 for x in xs]).reshape(-1)
     assert z.numel() <= HIST_SAMPLE
-    expected = torch.histc(
-        torch.asinh(z).clamp(-HIST_RANGE, HIST_RANGE),
-        bins=HIST_BINS,
-        min=-HIST_RANGE,
-        max=HIST_RANGE,
-    )
-    assert site.histogram.counts == tuple(int(c) for c in expected.tolist())
+    assert site.histogram.counts == _histogram_of(z)
     assert sum(site.histogram.counts) == z.numel() - 1  # the NaN
     assert site.histogram.counts[-1] >= 1 and site.histogram.counts[0] >= 1  # +-inf
 
@@ -291,9 +295,9 @@ def test_histograms_of_many_sites_binned_together_equal_each_sites_own():
     from torch import nn
 
     import scalecheck
-    from scalecheck.monitors.activations import _FOLD_SITES, HIST_BINS, HIST_RANGE
+    from scalecheck.monitors.activations import _FOLD_SITES, HIST_BINS
 
-    scales = [10.0 ** (k % 13 - 3) for k in range(_FOLD_SITES + 5)]
+    scales = [10.0 ** (k % 13 - 3) for k in range(_FOLD_SITES + 4)] + [1e-9]
 
     class Model(nn.Module):
         def __init__(self) -> None:
@@ -313,10 +317,39 @@ def test_histograms_of_many_sites_binned_together_equal_each_sites_own():
     assert len(sites) == len(scales)
     for site, s in zip(sites, scales, strict=True):
         z = torch.cat([x * s for x in xs]).reshape(-1)
-        expected = torch.histc(
-            torch.asinh(z).clamp(-HIST_RANGE, HIST_RANGE),
-            bins=HIST_BINS,
-            min=-HIST_RANGE,
-            max=HIST_RANGE,
-        )
-        assert site.histogram.counts == tuple(int(c) for c in expected.tolist()), site.site
+        assert site.histogram.counts == _histogram_of(z), site.site
+    # values this close to 0 land on their own side of it (a float32 histc rounded
+    # u + 16 to 16 and put the negative ones above 0)
+    tiny = sites[-1].histogram.counts
+    z = torch.cat([x * scales[-1] for x in xs])
+    negative = int((z < 0).sum())
+    assert tiny[HIST_BINS // 2 - 1] == negative and tiny[HIST_BINS // 2] == z.numel() - 1 - negative
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_histogram_samples_under_a_float64_default_dtype(dtype):
+    """Calls large enough to be sampled, with float64 as torch's default dtype: the sample
+    buffer is float32 whatever the default, and every sampled call counts."""
+    from torch import nn
+
+    import scalecheck
+    from scalecheck.monitors._kernels import FLUSH_ELEMENTS
+    from scalecheck.monitors.activations import HIST_CALLS, HIST_SAMPLE
+
+    rows = FLUSH_ELEMENTS // 4 + 1
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1)).to(dtype)
+    g = torch.Generator().manual_seed(9)
+    batches = [
+        (torch.randn(rows, 4, generator=g, dtype=dtype), torch.randn(rows, 1, dtype=dtype))
+        for _ in range(3)
+    ]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        report = scalecheck.diagnose(model, batches, trial=False, strict=True)
+    finally:
+        torch.set_default_dtype(previous)
+    site = next(a for a in report.layers if a.function == "tanh")
+    assert site.dtype == str(dtype).replace("torch.", "")
+    assert sum(site.histogram.counts) == min(3, HIST_CALLS) * HIST_SAMPLE

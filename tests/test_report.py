@@ -88,6 +88,7 @@ def test_standardizer_handles_channels_and_constant_features():
 
 def test_records_built_from_columns_equal_the_dataclass_constructor():
     from dataclasses import dataclass
+    from dataclasses import field as dataclass_field
 
     from scalecheck._records import from_columns
     from scalecheck.measurements import FeatureStats, GradientStats
@@ -120,5 +121,28 @@ def test_records_built_from_columns_equal_the_dataclass_constructor():
     class Plain:
         a: int
 
-    with pytest.raises(TypeError, match="slotted"):
-        from_columns(Plain, [[1]])
+    @dataclass(slots=True)
+    class Mutable:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+
+    @dataclass(frozen=True)
+    class Unslotted(Base):  # its own fields would live in a __dict__
+        b: int = 0
+
+    @dataclass(frozen=True, slots=True)
+    class KeywordOnly:
+        a: int = dataclass_field(kw_only=True)
+
+    for cls in (Plain, Mutable, Unslotted, KeywordOnly):
+        with pytest.raises(TypeError, match="frozen, slotted"):
+            from_columns(cls, [[1]])
+
+    @dataclass(frozen=True, slots=True)
+    class Child(Base):  # inherited slots are written too
+        b: int
+
+    assert from_columns(Child, [[1], [2]]) == (Child(1, 2),)

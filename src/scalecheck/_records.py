@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import inspect
 import itertools
 import math
 import types
@@ -57,7 +58,9 @@ def from_columns(cls: type[T], columns: Sequence[Iterable[Any]]) -> tuple[T, ...
     input with thousands of features gets thousands of records per call (on the MLP 784
     benchmark 2.8 ms of a call's fixed cost for 784 records). This writes each field
     through its slot, one generated statement per field (1.5 ms for the same records). No
-    field's default is used and ``__post_init__`` must not exist: every column is given.
+    field's default is used: every column is given. A class that is not frozen and slotted,
+    has a ``__post_init__``, or a field that is keyword-only or not an ``__init__``
+    argument, raises ``TypeError``.
 
     Example:
         >>> from scalecheck.measurements import FeatureStats
@@ -71,13 +74,25 @@ def from_columns(cls: type[T], columns: Sequence[Iterable[Any]]) -> tuple[T, ...
 
 @functools.cache
 def _slot_writer(cls: type[T]) -> Any:
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    if getattr(cls, "__slots__", None) is None or hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__} is not a slotted dataclass without __post_init__")
+    params = getattr(cls, "__dataclass_params__", None)
+    fields = dataclasses.fields(cls) if params is not None else ()  # type: ignore[arg-type]
+    slots = [inspect.getattr_static(cls, f.name, None) for f in fields]
+    if (
+        params is None
+        or not params.frozen
+        or "__slots__" not in cls.__dict__
+        or hasattr(cls, "__post_init__")
+        or any(not f.init or f.kw_only is True for f in fields)
+        or not all(isinstance(slot, types.MemberDescriptorType) for slot in slots)
+    ):
+        raise TypeError(
+            f"{cls.__name__} is not a frozen, slotted dataclass whose fields are all "
+            "positional __init__ arguments, without __post_init__"
+        )
     scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    lines = [f"def write({', '.join(f'v{i}' for i in range(len(names)))}):", "    o = new(cls)"]
-    for i, name in enumerate(names):
-        scope[f"set{i}"] = cls.__dict__[name].__set__  # the slot's member descriptor
+    lines = [f"def write({', '.join(f'v{i}' for i in range(len(slots)))}):", "    o = new(cls)"]
+    for i, slot in enumerate(slots):
+        scope[f"set{i}"] = slot.__set__  # the slot's member descriptor
         lines.append(f"    set{i}(o, v{i})")
     lines.append("    return o")
     exec("\n".join(lines), scope)  # generated from the field names only
