@@ -74,3 +74,24 @@ def test_badly_scaled_draws_always_get_one(case):
             assert f"input[{j}]" in names or "features" in names
     if not flagged:
         assert report.verdict == scalecheck.Verdict.OK
+
+
+def test_sc101_flags_exactly_the_features_whose_kappa_exceeds_the_warning_level():
+    """The rule skips features on the bound kappa < trace^2 / det before computing kappa;
+    on features whose kappa spans the warning level closely on both sides, what it flags
+    is what the exact condition numbers say."""
+    from scalecheck.rules.inputs import KAPPA_WARN
+
+    g = torch.Generator().manual_seed(11)
+    # kappa of a feature with std 1 grows like mean^2: offsets around sqrt(KAPPA_WARN)
+    offsets = torch.tensor([0.0, 1.0, 3.0, 10.0, 30.0, 31.0, 31.6, 31.7, 32.0, 33.0, 100.0, 1e3])
+    offsets = torch.cat([offsets, -offsets[1:]])
+    x = torch.randn(512, len(offsets), generator=g) + offsets
+    model = torch.nn.Linear(len(offsets), 1)
+    report = scalecheck.diagnose(model, [(x, torch.randn(512, 1, generator=g))], trial=False)
+    features = report.measurements.inputs[0].features
+    exact = {f.name for f in features if f.kappa is not None and f.kappa > KAPPA_WARN.value}
+    assert 0 < len(exact) < len(features)  # the set straddles the level
+    sc101 = [f for f in report.findings if f.code == "SC101"]
+    flagged = {e["name"] for f in sc101 for e in f.evidence["features"]}
+    assert flagged == exact
