@@ -439,6 +439,60 @@ def test_accumulator_folds_many_batches_exactly(seed):
     np.testing.assert_array_equal(m.zeros.numpy(), (ref == 0).sum(0))
 
 
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("first", ["plain", "declined", "constant", "nan", "float64", "masked"])
+def test_the_first_batch_sets_the_shift_whatever_path_it_takes(masked, first):
+    """The shift comes from the fused kernel's means (a plain first batch), or from the
+    batch's own moments (a feature the kernel declines, non-finite values, a mask); either
+    way the state after more batches equals numpy on the concatenation, and the shift lies
+    at the first batch's finite means."""
+    from scalecheck.monitors._kernels import FUSED_MAX_OFFSET, Accumulator
+
+    rng = np.random.default_rng(5)
+    dtype = np.float64 if first == "float64" else np.float32
+    parts = [rng.normal(2.0, 3.0, (64, 3)).astype(dtype) for _ in range(5)]
+    if first == "declined":  # |mean| / std beyond the float32 kernel's precision limit
+        for p in parts:
+            p[:, 1] = rng.normal(0.0, 1.0, 64) + 30 * FUSED_MAX_OFFSET
+    if first == "constant":
+        parts[0][:, 2] = 7.0
+    if first == "nan":
+        parts[0][3, 1] = np.nan
+    valid = None
+    if first == "masked":
+        valid = torch.ones(64, 3, dtype=torch.bool)
+        valid[::4, 0] = False
+    acc = Accumulator(3, masked=masked)
+    for i, p in enumerate(parts):
+        acc.add(torch.from_numpy(p), (0,), valid if (i == 0 and masked) else None)
+    assert acc.shift is not None and acc.shift.dtype == torch.float64
+    m = acc.moments()
+    ref = np.concatenate(parts).astype(np.float64)
+    keep = np.ones_like(ref, dtype=bool)
+    if valid is not None and masked:
+        keep[:64] = valid.numpy()
+    if first == "nan":
+        if masked:  # the NaN is counted, not averaged
+            keep[3, 1] = False
+            assert m.nonfinite.tolist() == [0.0, 1.0, 0.0]
+        else:  # it propagates into that feature's statistics
+            assert math.isnan(float(m.mean[1])) and math.isfinite(float(m.mean[0]))
+            ref[:, 1] = 0.0
+            keep[:, 1] = False
+    for j in range(3):
+        if keep[:64, j].any():
+            first_mean = ref[:64, j][keep[:64, j]].mean()
+            np.testing.assert_allclose(float(acc.shift[j]), first_mean, rtol=1e-6)
+    for j in range(3):
+        if first == "nan" and not masked and j == 1:
+            continue
+        col = ref[keep[:, j], j]
+        assert float(m.n[j]) == len(col)
+        np.testing.assert_allclose(float(m.mean[j]), col.mean(), rtol=1e-7, atol=1e-7)
+        np.testing.assert_allclose(float(variance(m)[j]), col.var(), rtol=1e-5, atol=1e-9)
+        assert float(m.min[j]) == col.min() and float(m.max[j]) == col.max()
+
+
 def test_unmasked_accumulator_folds_weighted_and_plain_batches_together():
     from scalecheck.monitors._kernels import DEFER_BATCHES, Accumulator
 

@@ -712,6 +712,18 @@ class Stash:
         return self.filled
 
 
+def _plain(x: Tensor, valid: Tensor | None, weight: Tensor | None) -> bool:
+    """A batch the accumulator's fast paths take from the first one on: float32 or
+    float64 on the CPU, no mask, no padding weight, not empty."""
+    return (
+        valid is None
+        and weight is None
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and x.numel() > 0
+    )
+
+
 class Accumulator:
     """Running per-feature moments as shifted sums, folded from per-batch results.
 
@@ -806,45 +818,41 @@ class Accumulator:
         *weight* is a 0/1 padding mask for the unmasked, activation path)."""
         x = x.detach()
         self.last_range = None
-        if self.shift is None and self._first_shift(x, dims, valid, weight):
-            # a plain float batch on CPU: its mean is the shift, and it is added like every
-            # later batch (masked_moments costs 3.7 ms on a [256, 784] batch, most of it
-            # faulting in fresh temporaries; the fast paths reuse scratch)
-            pass
-        elif self.shift is None:
-            # the first batch sets the shift (its mean) and is added from its own moments:
-            # one pass over it, not two
-            first = masked_moments(x, dims, valid) if self.masked else fast_moments(x, dims, weight)
-            self.shift = torch.where(torch.isfinite(first.mean), first.mean, 0.0)
-            self._add_moments(first)
+        if self.shift is None and not _plain(x, valid, weight):
+            self._add_first(x, dims, valid, weight)
         elif self.masked:
             self._add_masked(x, dims, valid)
         else:
             self._add_fast(x, dims, weight)
 
-    def _first_shift(
-        self, x: Tensor, dims: tuple[int, ...], valid: Tensor | None, weight: Tensor | None
-    ) -> bool:
-        """Set the shift to the mean of a first batch that needs no masking (a float CPU
-        tensor, no padding, every mean finite) and add the batch by the fast path;
-        False (nothing done) otherwise."""
-        if (
-            valid is not None
-            or weight is not None
-            or x.device.type != "cpu"
-            or x.dtype not in (torch.float32, torch.float64)
-            or x.numel() == 0
-        ):
-            return False
+    def _set_shift(self, x: Tensor, dims: tuple[int, ...]) -> bool:
+        """Set the shift to the mean of a plain first batch the fused kernel declined (its
+        shifted sums then follow, exact around any shift), if every feature's is finite;
+        False otherwise. Its own moments, computed in float32, would lose the variance of
+        features far from zero (1e-4 relative at 3e4 std)."""
         mean = x.sum(dims) / float(x.numel() // max(1, _numel_kept(x, dims)))
         if not bool(torch.isfinite(mean).all()):
             return False
         self.shift = mean.to(_F64)
-        if self.masked:
-            self._add_masked(x, dims, None)
-        else:
-            self._add_fast(x, dims, None)
         return True
+
+    def _add_first(
+        self, x: Tensor, dims: tuple[int, ...], valid: Tensor | None, weight: Tensor | None
+    ) -> None:
+        """Add a first batch that is not plain (a mask or padding, a device or dtype the
+        fast paths do not take) or has non-finite values: the shift is the batch's mean (0
+        where not finite), and the batch is added from its own moments, one pass over it,
+        not two.
+
+        A plain float batch on the CPU goes the way every later batch goes, and the fused
+        kernel's per-feature mean becomes the shift when its result is stashed
+        (:meth:`add_mean_var`): no pass of its own (a separate mean pass and the read of its
+        finiteness cost 0.1-0.5 ms per accumulator and call; ``masked_moments`` costs 3.7
+        ms on a [256, 784] batch, most of it faulting in fresh temporaries). Where the
+        kernel declines the batch, :meth:`_set_shift` takes its mean."""
+        first = masked_moments(x, dims, valid) if self.masked else fast_moments(x, dims, weight)
+        self.shift = torch.where(torch.isfinite(first.mean), first.mean, 0.0)
+        self._add_moments(first)
 
     def _add_moments(self, b: Moments) -> None:
         """Add a batch's :class:`Moments` around this accumulator's shift (at once: sums,
@@ -865,7 +873,6 @@ class Accumulator:
     def _add_fast(self, x: Tensor, dims: tuple[int, ...], weight: Tensor | None) -> None:
         """No masking of non-finite values: they propagate into the sums (and are reported
         as non-finite statistics)."""
-        assert self.shift is not None
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()
         count: float | Tensor
@@ -877,6 +884,10 @@ class Accumulator:
             if fused is not None:
                 self.add_mean_var(count, fused[0], fused[1], lo, hi)
                 return
+        if self.shift is None and not self._set_shift(x, dims):
+            # a first batch the fused kernel declined, with a non-finite mean
+            self._add_first(x, dims, None, weight)
+            return
         y = torch.sub(x, _keep(self._shift_as(x.dtype), x, dims), out=self.workspace.like("y", x))
         if weight is not None:
             w = weight.to(x.dtype).expand_as(x)
@@ -908,6 +919,10 @@ class Accumulator:
         biased variance *var* (see :func:`fused_mean_var`) and its range (shaped as for
         :meth:`add_sums`). At the next fold its sums around :attr:`shift` become ``count *
         d`` and ``count * (var + d^2)`` with ``d = mean - shift``, in float64."""
+        if self.shift is None:
+            # the first batch's means are the shift (0 where not finite)
+            first = mean.to(_F64)
+            self.shift = torch.where(torch.isfinite(first), first, 0.0)
         if self._mean_var.push(float(count), mean, var, lo, hi):
             self.fold()
 
@@ -951,7 +966,8 @@ class Accumulator:
         return cached
 
     def _add_masked(self, x: Tensor, dims: tuple[int, ...], valid: Tensor | None) -> None:
-        assert self.shift is not None
+        # the shift is None only on a plain first batch (see add), which the fused kernel
+        # sets it from or _add_first takes
         work = torch.float32 if x.dtype in _EXACT_IN_F32 else _F64
         xw = x.to(work)
         if valid is None and xw.device.type == "cpu":
@@ -966,7 +982,11 @@ class Accumulator:
                     self.add_mean_var(count, mean, var, lo, hi)
                     self._add_zeros(count, xw, dims)
                     return
-            else:
+            if self.shift is None and (fused is not None or not self._set_shift(xw, dims)):
+                # a first batch with non-finite values
+                self._add_first(x, dims, None, None)
+                return
+            if fused is None:
                 y = torch.sub(
                     xw, _keep(self._shift_as(work), xw, dims), out=self.workspace.like("y", xw)
                 )
@@ -975,6 +995,7 @@ class Accumulator:
                     self.add_sums(count, s1, s2, lo, hi)
                     self._add_zeros(count, xw, dims)
                     return
+        assert self.shift is not None
         self._add_moments(masked_moments(xw, dims, valid, shift=self.shift))
 
     def _add_zeros(self, count: float, x: Tensor, dims: tuple[int, ...]) -> None:
