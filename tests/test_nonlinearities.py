@@ -353,3 +353,30 @@ def test_histogram_samples_under_a_float64_default_dtype(dtype):
     site = next(a for a in report.layers if a.function == "tanh")
     assert site.dtype == str(dtype).replace("torch.", "")
     assert sum(site.histogram.counts) == min(3, HIST_CALLS) * HIST_SAMPLE
+
+
+def test_histogram_buffer_grows_when_a_site_later_sees_larger_calls():
+    """A small first call sizes the site's sample buffer small; larger calls after it grow
+    it, and every sampled value still counts."""
+    from torch import nn
+
+    import scalecheck
+    from scalecheck.monitors._kernels import FLUSH_ELEMENTS
+    from scalecheck.monitors.activations import HIST_CALLS, HIST_SAMPLE
+
+    rows = FLUSH_ELEMENTS // 4 + 1
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
+    g = torch.Generator().manual_seed(10)
+    sizes = [2] + [rows] * (HIST_CALLS + 1)
+    batches = [(torch.randn(n, 4, generator=g), torch.randn(n, 1, generator=g)) for n in sizes]
+    batches[0][0].mul_(1e7)  # the first call's values land in bins no later value reaches
+    seen = []
+    model[0].register_forward_hook(lambda m, a, out: seen.append(out.detach().clone()))
+    report = scalecheck.diagnose(model, batches, trial=False, strict=True)
+    site = next(a for a in report.layers if a.function == "tanh")
+    assert sum(site.histogram.counts) == 2 * 4 + (HIST_CALLS - 1) * HIST_SAMPLE
+    first = _histogram_of(seen[0])  # kept through the buffer's growth
+    far = [i for i, c in enumerate(first) if c]
+    assert far and all(abs(i - len(first) / 2) > 10 for i in far)
+    assert [site.histogram.counts[i] for i in far] == [first[i] for i in far]

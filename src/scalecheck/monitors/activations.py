@@ -769,18 +769,27 @@ class ActivationMonitor:
         taken once, over all kept samples, when the site's results are read
         (:meth:`_fold_histograms`): one gather per call instead of six operations.
 
-        The values go into one buffer per site, allocated at its first call: a list of
-        small per-call tensors pinned blocks between the model's large temporaries, and
-        the CNN benchmark's backward then faulted in 3 000 more fresh pages per batch."""
+        The values go into one buffer per site, sized at its first call for HIST_CALLS calls
+        like it and grown if a larger call comes: a list of small per-call tensors pinned
+        blocks between the model's large temporaries, and the CNN benchmark's backward then
+        faulted in 3 000 more fresh pages per batch."""
         source = z
         if weight is not None:
             source = torch.where(weight.expand_as(z) > 0, z.float(), math.nan)
-        if site.samples is None:
-            site.samples = torch.empty(
-                HIST_CALLS * HIST_SAMPLE, dtype=torch.float32, device=z.device
-            )
         n = source.numel()
-        take = min(n, HIST_SAMPLE, site.samples.numel() - site.sampled)
+        wanted = min(n, HIST_SAMPLE)
+        if site.samples is None or site.samples.numel() - site.sampled < wanted:
+            # room for HIST_CALLS calls of this size (a small site keeps a small buffer:
+            # 128 KiB per site would be mapped and unmapped with every call); a larger call
+            # later grows it, up to HIST_CALLS full samples
+            size = min(HIST_CALLS * HIST_SAMPLE, max(HIST_CALLS * wanted, 2 * site.sampled))
+            grown = torch.empty(
+                max(size, site.sampled + wanted), dtype=torch.float32, device=z.device
+            )
+            if site.samples is not None and site.sampled:
+                grown[: site.sampled].copy_(site.samples[: site.sampled])
+            site.samples = grown
+        take = min(wanted, site.samples.numel() - site.sampled)
         dest = site.samples[site.sampled : site.sampled + take]
         if n > HIST_SAMPLE:
             # the same positions for every site of this size (they would be drawn alike
