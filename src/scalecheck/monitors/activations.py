@@ -789,8 +789,7 @@ class ActivationMonitor:
             if site.samples is not None and site.sampled:
                 grown[: site.sampled].copy_(site.samples[: site.sampled])
             site.samples = grown
-        take = min(wanted, site.samples.numel() - site.sampled)
-        dest = site.samples[site.sampled : site.sampled + take]
+        dest = site.samples[site.sampled : site.sampled + wanted]
         if n > HIST_SAMPLE:
             # the same positions for every site of this size (they would be drawn alike
             # from the seeded generator anyway): drawn once per size and device
@@ -801,13 +800,13 @@ class ActivationMonitor:
                 idx = torch.randint(n, (HIST_SAMPLE,), generator=gen).to(z.device)
                 self._sample_idx[key] = idx
             if source.dtype == torch.float32:
-                torch.take(source, idx[:take], out=dest)
+                torch.take(source, idx, out=dest)
             else:
-                dest.copy_(torch.take(source, idx[:take]))
+                dest.copy_(torch.take(source, idx))
         else:
             # a copy: the model may still overwrite z in place
-            dest.copy_(source.reshape(-1)[:take])
-        site.sampled += take
+            dest.copy_(source.reshape(-1))
+        site.sampled += wanted
 
     def _fold_histograms(self) -> None:
         """Add the histogram of asinh of each site's kept samples to its ``hist``.

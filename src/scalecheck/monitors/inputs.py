@@ -32,6 +32,7 @@ from ._kernels import (
     Moments,
     Pending,
     Workspace,
+    variance,
 )
 
 __all__ = ["MAX_GRAM_FEATURES", "InputMonitor", "InputPlan", "feature_axis", "kappa_from_gram"]
@@ -293,11 +294,12 @@ def _features(name: str, m: Moments, lm: Moments) -> tuple[FeatureStats, ...]:
     Python arithmetic cost three times the records themselves on 784 features)."""
     n, mean, var, lo, hi, nonfinite, zeros, ln, lmean, lvar = (
         t.detach().to("cpu", torch.float64).numpy()
-        for t in (m.n, m.mean, m.m2, m.min, m.max, m.nonfinite, m.zeros, lm.n, lm.mean, lm.m2)
+        for t in (
+            *(m.n, m.mean, variance(m), m.min, m.max, m.nonfinite, m.zeros),
+            *(lm.n, lm.mean, variance(lm)),
+        )
     )
     with np.errstate(all="ignore"):  # non-finite state is reported as it is, not warned of
-        var = var / np.where(n > 0, n, 1.0)  # as _kernels.variance
-        lvar = lvar / np.where(ln > 0, ln, 1.0)
         std, log_std = np.sqrt(np.maximum(var, 0.0)), np.sqrt(np.maximum(lvar, 0.0))
         seen = n > 0
         total = n + nonfinite

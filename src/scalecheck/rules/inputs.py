@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from .._format import num, plural
 from ..findings import Finding, Fix, Severity
-from ..measurements import FeatureStats, InputStats
+from ..measurements import FeatureStats, InputStats, kappa_above
 from ._registry import Context, Threshold, rule
 
 #: Warning level. Well-scaled features (|mean| <= 1, std in [0.5, 2]) have kappa <= 21 and
@@ -162,19 +162,11 @@ def unscaled_input_feature(ctx: Context) -> Iterator[Finding]:
     for inp in _feature_inputs(ctx):
         flagged = []
         for f in inp.judged:
-            mean, std = f.mean, f.std
-            if std is None or std == 0 or mean is None:
-                continue
-            # kappa < trace^2 / det (the larger eigenvalue is below the trace): most
-            # features pass on this bound without the exact value (784 features: 1 ms)
-            var = std * std
-            trace = mean * mean + var + 1.0
-            if trace * trace <= KAPPA_WARN.value * var:
-                continue
-            k = f.kappa
-            if k is None or k <= KAPPA_WARN.value:
-                continue
-            flagged.append((k, f))
+            if f.std == 0:
+                continue  # constant features: SC104
+            k = kappa_above(f.mean, f.std, KAPPA_WARN.value)
+            if k is not None:
+                flagged.append((k, f))
         if not flagged:
             continue
         flagged.sort(key=lambda kf: -kf[0])
