@@ -84,8 +84,18 @@ def snapshot(model: nn.Module) -> dict:
             for n, m in model.named_modules()
         },
         "rng": (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()),
+        "lazy_seeds": _lazy_seeds(),
         "globals": _globals(),
     }
+
+
+def _lazy_seeds():
+    """The seeds torch queues for CUDA until it is initialized (``torch.manual_seed``
+    queues one even on a machine without CUDA): a seed queued by diagnose would reach the
+    user's CUDA generator after the call."""
+    tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)
+    calls = tracker.get_calls() if tracker is not None else []
+    return [call[0] if call else None for call in calls]
 
 
 def _globals():
@@ -125,6 +135,7 @@ def assert_untouched(model: nn.Module, snap: dict) -> None:
     assert torch.equal(torch.get_rng_state(), snap["rng"][0])
     assert np.array_equal(np.random.get_state()[1], snap["rng"][1])
     assert random.getstate() == snap["rng"][2]
+    assert _lazy_seeds() == snap["lazy_seeds"]
     assert _globals() == snap["globals"]
 
 

@@ -41,6 +41,7 @@ from .batches._adapter import ModelCall
 from .errors import LossError, ModelError, ScaleCheckError
 from .measurements import Measurements, TrialArm, TrialResult
 from .monitors.loss import LossMonitor
+from .session._borrow import seed_rngs
 from .standardizer import from_input_stats
 
 __all__ = [
@@ -181,7 +182,7 @@ def run_trial(
 
     lrs: list[float | None] = [None] if options.optimizer is not None else list(options.lrs)
     runs = [_new_run(model, arm, lr, options.optimizer, loss_fn) for arm in arms for lr in lrs]
-    torch.manual_seed(seed)
+    seed_rngs(seed, device)
     started = time.perf_counter()
     initial = {
         arm: _evaluate(model, runs[[r.arm for r in runs].index(arm)], prepared[arm]) for arm in arms

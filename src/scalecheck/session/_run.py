@@ -33,6 +33,7 @@ from ..monitors.gradients import GradientMonitor
 from ..monitors.inputs import InputMonitor, InputPlan, feature_axis
 from ..monitors.loss import LossMonitor
 from ..monitors.recurrent import RecurrentMonitor
+from ._borrow import seed_rngs
 from ._tracker import ModuleTracker
 
 __all__ = ["SessionResult", "run_session"]
@@ -92,10 +93,10 @@ def run_session(
     iterator: Iterator[Any] | None = None
     notes: list[str] = []
     try:
-        torch.manual_seed(seed)
+        device, float_dtype = placement(model)
+        seed_rngs(seed, device)
         with contextlib.ExitStack() as stack:
             tracker = ModuleTracker(model, stack)
-            device, float_dtype = placement(model)
             adapter = BatchAdapter(model, prepare, device, float_dtype)
             trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
             param_names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
