@@ -22,14 +22,26 @@ def _grads(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return w, b
 
 
+@pytest.fixture(params=["small", "large"])
+def path(request, monkeypatch):
+    """Both ways a batch's gradients are reduced: buffered whole and reduced a buffer at a
+    time (small models, see SMALL_GRADIENTS), or reduced per batch."""
+    if request.param == "large":
+        monkeypatch.setattr(gm, "SMALL_GRADIENTS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize(
-    ("contiguous", "direct"),
-    [(True, True), (False, True), (True, False)],
-    ids=["fused-column-squares", "squares-in-scratch", "scaled-by-max"],
+    ("small", "contiguous", "direct"),
+    [(False, True, True), (False, False, True), (False, True, False), (True, False, True)],
+    ids=["fused-column-squares", "squares-in-scratch", "scaled-by-max", "small-buffered"],
 )
-def test_norms_zero_fractions_and_shares_match_numpy(monkeypatch, contiguous, direct):
-    # the three ways the input layer's squares are taken: one fused read of a contiguous
-    # linear weight, squares written to scratch, and squares of g / max|g|
+def test_norms_zero_fractions_and_shares_match_numpy(monkeypatch, small, contiguous, direct):
+    # the four ways the input layer's squares are taken: one fused read of a contiguous
+    # linear weight, squares written to scratch, squares of g / max|g|, and float64 squares
+    # of the buffered batches of a small model
+    if not small:
+        monkeypatch.setattr(gm, "SMALL_GRADIENTS", 0)
     if not direct:
         monkeypatch.setattr(gm, "_DIRECT_MIN", math.inf)  # never kept as computed directly
     layer = nn.Linear(5, 6)
@@ -51,7 +63,7 @@ def test_norms_zero_fractions_and_shares_match_numpy(monkeypatch, contiguous, di
     assert weight.input_layer and bias.feature_share == ()
 
 
-def test_a_nan_gradient_is_reported_not_counted():
+def test_a_nan_gradient_is_reported_not_counted(path):
     layer = nn.Linear(3, 2)
     monitor = gm.GradientMonitor([("weight", layer.weight)], torch.device("cpu"))
     g = torch.zeros(2, 3)
@@ -61,7 +73,7 @@ def test_a_nan_gradient_is_reported_not_counted():
     assert stats.nonfinite and stats.grad_norm is None and stats.zero_fraction is None
 
 
-def test_unused_parameters_have_no_gradient_statistics():
+def test_unused_parameters_have_no_gradient_statistics(path):
     layer = nn.Linear(3, 2)
     monitor = gm.GradientMonitor(
         [("weight", layer.weight), ("bias", layer.bias)], torch.device("cpu")
@@ -72,7 +84,7 @@ def test_unused_parameters_have_no_gradient_statistics():
     assert not bias.used and bias.grad_norm is None and bias.zero_fraction is None
 
 
-def test_shares_survive_gradients_whose_squares_underflow():
+def test_shares_survive_gradients_whose_squares_underflow(path):
     # float32 squares of 1e-30 are 0; the shares must still come out right
     layer = nn.Linear(3, 2)
     monitor = gm.GradientMonitor([("weight", layer.weight)], torch.device("cpu"))
@@ -100,7 +112,7 @@ def test_the_report_tables_show_each_features_gradient_share():
     assert "grad share" in report._repr_html_()
 
 
-def test_statistics_fold_across_many_batches_with_unused_parameters():
+def test_statistics_fold_across_many_batches_with_unused_parameters(path):
     from scalecheck.monitors._kernels import DEFER_BATCHES
 
     layer = nn.Linear(5, 6)
@@ -122,3 +134,43 @@ def test_statistics_fold_across_many_batches_with_unused_parameters():
     assert bias.zero_fraction == pytest.approx(((bs == 0).sum() + unused * 6) / (n * 6))
     share = (ws**2).sum((0, 1))
     assert weight.feature_share == pytest.approx(tuple(share / share.sum()), rel=1e-6)
+
+
+def test_a_model_whose_batches_switch_between_the_two_paths(monkeypatch):
+    # the bias is missing from some batches: those batches' gradients are small enough to
+    # be buffered, the others are reduced at once; both fold into the same state
+    layer = nn.Linear(5, 6)
+    monkeypatch.setattr(gm, "SMALL_GRADIENTS", layer.weight.numel())
+    params = [("weight", layer.weight), ("bias", layer.bias)]
+    monitor = gm.GradientMonitor(params, torch.device("cpu"))
+    monitor.watch_input_layer({"weight", "bias"}, 5)
+    batches = [_grads(s) for s in range(11)]
+    for k, (w, b) in enumerate(batches):
+        monitor.update([w, None if k % 3 else b])
+    weight, bias = monitor.results()
+    ws = np.stack([w.numpy() for w, _ in batches]).astype(np.float64)
+    bs = np.stack([b.numpy() for k, (_, b) in enumerate(batches) if k % 3 == 0])
+    n = len(batches)
+    assert weight.grad_norm == pytest.approx(math.sqrt((ws**2).sum() / n), rel=1e-6)
+    assert bias.grad_norm == pytest.approx(math.sqrt((bs.astype(np.float64) ** 2).sum() / n))
+    assert weight.zero_fraction == pytest.approx((ws == 0).mean())
+    share = (ws**2).sum((0, 1))
+    assert weight.feature_share == pytest.approx(tuple(share / share.sum()), rel=1e-6)
+
+
+def test_small_gradients_of_a_convolution_and_half_precision(path):
+    # the input channels of a convolution weight ([out, in, kh, kw]) are its features; a
+    # float16 gradient is widened exactly; a float64 one always takes the per-batch path
+    conv = nn.Conv2d(3, 4, 2)
+    monitor = gm.GradientMonitor([("weight", conv.weight)], torch.device("cpu"))
+    monitor.watch_input_layer({"weight"}, 3)
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(4, 3, 2, 2, generator=g).half() for _ in range(5)]
+    for x in grads:
+        monitor.update([x])
+    (stats,) = monitor.results()
+    xs = np.stack([x.float().numpy() for x in grads]).astype(np.float64)
+    assert stats.grad_norm == pytest.approx(math.sqrt((xs**2).sum() / len(grads)), rel=1e-6)
+    share = (xs**2).sum((0, 1, 3, 4))
+    assert stats.feature_share == pytest.approx(tuple(share / share.sum()), rel=1e-6)
+    assert not gm._small([(0, torch.zeros(3, dtype=torch.float64))])

@@ -17,9 +17,24 @@ import torch
 from torch import Tensor, nn
 
 from ..measurements import GradientStats
-from ._kernels import Stash, Workspace
+from ._kernels import DEFER_BATCHES, Stash, Workspace
 
-__all__ = ["GradientMonitor"]
+__all__ = ["SMALL_GRADIENTS", "GradientMonitor"]
+
+#: A batch whose gradients total at most this many entries (a small model) is copied,
+#: flattened side by side, into one row of a float32 buffer, and its statistics are taken
+#: a buffer at a time: on the reference case (53 entries) each batch's dozen small
+#: operations (a norm, a count per parameter, the input layer's squares) cost 0.37 ms per
+#: batch, more than the model's own forward and backward; one copy costs about 20 us. The
+#: squares are taken in float64 at the fold, where no float32 entry's square underflows.
+SMALL_GRADIENTS = 1 << 17
+
+#: The small path's buffer holds at most this many entries (4 MiB): fewer batches wait
+#: when a batch's gradients are larger.
+_SMALL_BUFFER = 1 << 20
+
+#: Gradient dtypes the small path copies into float32 exactly.
+_SMALL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class GradientMonitor:
@@ -51,6 +66,10 @@ class GradientMonitor:
         # float64: squares of g / max|g| scaled back can lie far below float32's range
         self._share_stash = Stash(dtype=torch.float64, fold=self._fold)
         self.workspace = Workspace()
+        # small gradients: whole batches waiting (see SMALL_GRADIENTS), and which
+        # parameters each row holds
+        self._small: Stash | None = None
+        self._small_key: tuple[int, ...] = ()
 
     def watch_input_layer(self, names: set[str], features: int) -> None:
         """Mark the input layer's parameters; track per-feature gradient shares when the
@@ -80,6 +99,9 @@ class GradientMonitor:
             return
         for i, _ in present:
             self._used[i] = True
+        if _small(present):
+            self._push_small(present)
+            return
         share = self._share_index
         with torch.no_grad():
             # the input layer's weight gets its squared norm from its per-feature squares
@@ -102,9 +124,40 @@ class GradientMonitor:
         if full:
             self._fold()
 
+    def _push_small(self, present: list[tuple[int, Tensor]]) -> None:
+        """Copy one batch's small gradients into the buffer (see :data:`SMALL_GRADIENTS`)."""
+        key = tuple(i for i, _ in present)
+        if self._small is not None and self._small and key != self._small_key:
+            self._fold()  # another set of parameters got gradients: fold the waiting rows
+        if self._small is None:
+            total = sum(g.numel() for _, g in present)
+            rows = max(1, min(DEFER_BATCHES, _SMALL_BUFFER // max(total, 1)))
+            self._small = Stash(size=rows, dtype=torch.float32, fold=self._fold)
+        self._small_key = key
+        with torch.no_grad():
+            full = self._small.push(*(g for _, g in present))
+        if full:
+            self._fold()
+
+    def _fold_small(self) -> None:
+        """Add the waiting small gradients' statistics to the state: squares in float64
+        (exact for any float32 entry), counts of non-zero entries, and the input layer's
+        per-feature squares (summed over the batches and every dimension but the weight's
+        input dimension)."""
+        if self._small is None or not self._small:
+            return
+        for i, rows in zip(self._small_key, self._small.take(), strict=True):
+            squares = rows.double().square_()
+            self._norm2[i] += squares.sum()
+            self._nonzero[i] += torch.count_nonzero(rows)
+            if i == self._share_index and self._share is not None:
+                # rows are [batches, *shape]: the weight's input dimension is dimension 2
+                self._share += squares.sum(tuple(d for d in range(rows.dim()) if d != 2))
+
     def _fold(self) -> None:
         """Add the stashed per-batch results to the float64 state."""
         with torch.no_grad():
+            self._fold_small()
             if self._stash:
                 norms, counts = self._stash.take()
                 norm_index, count_index = self._stash_key
@@ -220,6 +273,18 @@ class GradientMonitor:
 #: The smallest total of the input layer's float32 squared gradient kept as computed
 #: directly (see :meth:`GradientMonitor._add_share`).
 _DIRECT_MIN = 2.0**-60
+
+
+def _small(present: list[tuple[int, Tensor]]) -> bool:
+    """Whether a batch's gradients take the small path (see :data:`SMALL_GRADIENTS`):
+    float32 or narrower floats on one device, at most that many entries in all."""
+    device = present[0][1].device
+    total = 0
+    for _, g in present:
+        if g.dtype not in _SMALL_DTYPES or g.device != device:
+            return False
+        total += g.numel()
+    return total <= SMALL_GRADIENTS
 
 
 def _nonzero(g: Tensor) -> Tensor:
