@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from scalecheck.monitors._host import host_moments
 from scalecheck.monitors._kernels import (
+    Accumulator,
     batch_gram,
     empty_gram,
     empty_moments,
@@ -638,3 +640,34 @@ def test_accumulator_takes_batches_whose_dtype_changes():
     np.testing.assert_allclose(m.mean.numpy(), ref.mean(0), rtol=1e-6)
     np.testing.assert_allclose(np.sqrt(variance(m).numpy()), ref.std(0), rtol=1e-5)
     np.testing.assert_array_equal(m.min.numpy(), ref.min(0))
+
+
+@pytest.mark.parametrize(
+    "state", ["empty", "offset", "nan", "inf", "site-range", "float64", "waiting"]
+)
+def test_host_moments_equal_the_torch_moments(state):
+    # the results read the state through host_moments (numpy); it must give what moments()
+    # gives, on every kind of state: nothing seen, far from zero, NaN and inf propagated,
+    # one range for the whole site, float64 data, batches still waiting to be folded
+    g = torch.Generator().manual_seed(0)
+    acc = Accumulator(3, masked=state != "site-range", unit_range=state != "site-range")
+    batches = [torch.randn(8, 3, generator=g) * 3 + 1 for _ in range(5)]
+    if state == "offset":
+        batches = [b + torch.tensor([1e5, -3e3, 0.0]) for b in batches]
+    elif state == "nan":
+        batches[2][1, 0] = math.nan
+    elif state == "inf":
+        batches[3][0, 2] = math.inf
+    elif state == "float64":
+        batches = [b.double() * 1e-3 for b in batches]
+    for b in batches if state != "empty" else []:
+        acc.add(b, (0,))
+    if state == "waiting":
+        assert acc._mean_var or acc._sums  # not folded yet
+    want = acc.moments()
+    got = host_moments(acc)
+    for field in ("n", "mean", "m2", "min", "max", "nonfinite", "zeros"):
+        np.testing.assert_allclose(
+            getattr(got, field), getattr(want, field).numpy(), rtol=1e-12, err_msg=field
+        )
+    np.testing.assert_allclose(got.var, variance(want).numpy(), rtol=1e-12)

@@ -40,6 +40,7 @@ from torch.overrides import TorchFunctionMode
 from ..measurements import ActivationStats, Histogram
 from ..session._tracker import ModuleTracker
 from . import nonlinearities as nls
+from ._host import host_moments
 from ._kernels import (
     FLUSH_ELEMENTS,
     Accumulator,
@@ -50,7 +51,6 @@ from ._kernels import (
     fused_mean_var,
     shifted_sums,
     sum_over,
-    variance,
 )
 
 __all__ = ["HIST_BINS", "HIST_CALLS", "HIST_RANGE", "ActivationMonitor", "Consumer", "Structure"]
@@ -856,21 +856,12 @@ class ActivationMonitor:
             for site in self.sites.values():
                 if site.calls == 0:
                     continue
-                m = site.moments.moments()
-                host = [
-                    t.cpu()
-                    for t in (
-                        m.n,
-                        m.mean,
-                        variance(m),
-                        m.min,
-                        m.max,
-                        site.exact_count,
-                        site.near_count,
-                        site.hist,
-                    )
-                ]
-                n, mean, var, lo, hi, exact, near, hist = (t.double().numpy() for t in host)
+                m = host_moments(site.moments)
+                n, mean, var, lo, hi = m.n, m.mean, m.var, m.min, m.max
+                exact, near, hist = (
+                    t.detach().to("cpu", torch.float64).numpy()
+                    for t in (site.exact_count, site.near_count, site.hist)
+                )
                 total = float(n.sum())
                 collapsed = _collapse_numpy(n, mean, var)
                 # units whose every measured value lies where the derivative is exactly zero:

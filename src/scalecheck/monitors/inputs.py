@@ -25,15 +25,8 @@ from torch import Tensor
 from .._records import from_columns
 from ..errors import BatchError
 from ..measurements import FeatureStats, InputStats, feature_kappa
-from ._kernels import (
-    Accumulator,
-    Gram,
-    GramAccumulator,
-    Moments,
-    Pending,
-    Workspace,
-    variance,
-)
+from ._host import HostMoments, host_moments
+from ._kernels import Accumulator, Gram, GramAccumulator, Pending, Workspace
 
 __all__ = ["MAX_GRAM_FEATURES", "InputMonitor", "InputPlan", "feature_axis", "kappa_from_gram"]
 
@@ -255,13 +248,15 @@ class InputMonitor:
             seen: tuple[FeatureStats, ...] = ()
             kappa = kappa_std = seen_kappa = None
             if state is not None:
-                features = _features(name, state.moments.moments(), state.log_moments.moments())
+                features = _features(
+                    name, host_moments(state.moments), host_moments(state.log_moments)
+                )
                 if state.gram is not None:
                     kappa, kappa_std = kappa_from_gram(state.gram.gram())
                 seen_state = self._seen.get(name)
                 if seen_state is not None and seen_state.reductions > 0:
                     seen = _features(
-                        name, seen_state.moments.moments(), seen_state.log_moments.moments()
+                        name, host_moments(seen_state.moments), host_moments(seen_state.log_moments)
                     )
                     if seen_state.gram is not None:
                         seen_kappa = kappa_from_gram(seen_state.gram.gram())[0]
@@ -288,17 +283,13 @@ class InputMonitor:
         return tuple(out)
 
 
-def _features(name: str, m: Moments, lm: Moments) -> tuple[FeatureStats, ...]:
-    """One record per feature. The values are computed column-wise on the host (numpy) and
-    the records built from the columns (an input can have thousands of features: per-element
-    Python arithmetic cost three times the records themselves on 784 features)."""
-    n, mean, var, lo, hi, nonfinite, zeros, ln, lmean, lvar = (
-        t.detach().to("cpu", torch.float64).numpy()
-        for t in (
-            *(m.n, m.mean, variance(m), m.min, m.max, m.nonfinite, m.zeros),
-            *(lm.n, lm.mean, variance(lm)),
-        )
-    )
+def _features(name: str, m: HostMoments, lm: HostMoments) -> tuple[FeatureStats, ...]:
+    """One record per feature (*lm*: the moments of ``ln x``). The values are computed
+    column-wise on the host (numpy) and the records built from the columns (an input can
+    have thousands of features: per-element Python arithmetic cost three times the records
+    themselves on 784 features)."""
+    n, mean, var, lo, hi, nonfinite, zeros = m.n, m.mean, m.var, m.min, m.max, m.nonfinite, m.zeros
+    ln, lmean, lvar = lm.n, lm.mean, lm.var
     with np.errstate(all="ignore"):  # non-finite state is reported as it is, not warned of
         std, log_std = np.sqrt(np.maximum(var, 0.0)), np.sqrt(np.maximum(lvar, 0.0))
         seen = n > 0

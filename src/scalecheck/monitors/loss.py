@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,7 +35,8 @@ from torch import Tensor, nn
 from .._validation import call_description, describe
 from ..errors import LossError
 from ..measurements import FeatureStats, LossStats
-from ._kernels import DEFER_BATCHES, Accumulator, Moments, Pending, variance
+from ._host import HostMoments, host_moments
+from ._kernels import DEFER_BATCHES, Accumulator, Pending
 
 __all__ = ["LossMonitor", "prediction_of"]
 
@@ -358,7 +360,7 @@ class LossMonitor:
         finite = [v for v in values if math.isfinite(v)]
         nonfinite = len(finite) < len(values)
         value = sum(finite) / len(finite) if finite and not nonfinite else None
-        target_moments = self._targets.moments() if self._targets is not None else None
+        target_moments = host_moments(self._targets) if self._targets is not None else None
         baseline, baseline_description = self._baseline(len(values), target_moments)
         pred_spread = target_spread = None
         targets: tuple[FeatureStats, ...] = ()
@@ -366,7 +368,7 @@ class LossMonitor:
             target_spread = _mean_std(target_moments)
             targets = _columns(target_moments)
         if self._preds is not None:
-            pred_spread = _mean_std(self._preds.moments())
+            pred_spread = _mean_std(host_moments(self._preds))
         return LossStats(
             kind=self.kind,
             description=self.description,
@@ -380,7 +382,7 @@ class LossMonitor:
             nonfinite=nonfinite,
         )
 
-    def _baseline(self, batches: int, m: Moments | None) -> tuple[float | None, str | None]:
+    def _baseline(self, batches: int, m: HostMoments | None) -> tuple[float | None, str | None]:
         """The loss of the best constant prediction (*m*: the targets' moments)."""
         if self._baseline_kind in ("mse", "mse_sum") and m is not None:
             n = float(m.n.sum())
@@ -391,9 +393,8 @@ class LossMonitor:
                 return total_m2 / max(batches, 1), "always predicting the mean target (sum)"
             return total_m2 / n, "always predicting the mean target (the targets' variance)"
         if self._baseline_kind == "bce" and m is not None:
-            mean = m.mean.cpu().double()
-            p = mean.clamp(1e-12, 1 - 1e-12)
-            h = -(p * p.log() + (1 - p) * (1 - p).log())
+            p = np.clip(m.mean, 1e-12, 1 - 1e-12)
+            h = -(p * np.log(p) + (1 - p) * np.log(1 - p))
             return float(h.mean()), "always predicting the mean label (its binary entropy)"
         if self._baseline_kind == "ce" and self._labels is not None:
             counts = self._labels.cpu().double()
@@ -424,17 +425,16 @@ def _baseline_for(loss_fn: Any) -> str | None:
     return None
 
 
-def _mean_std(m: Moments) -> float | None:
-    std = variance(m).clamp_min(0).sqrt()
-    value = float(std.mean().cpu())
+def _mean_std(m: HostMoments) -> float | None:
+    with np.errstate(all="ignore"):  # a non-finite state gives None, not a warning
+        value = float(np.sqrt(np.maximum(m.var, 0.0)).mean())
     return value if math.isfinite(value) else None
 
 
-def _columns(m: Moments) -> tuple[FeatureStats, ...]:
+def _columns(m: HostMoments) -> tuple[FeatureStats, ...]:
     k = min(m.n.shape[0], MAX_REPORTED_COLUMNS)
     n, mean, var, lo, hi, nonfinite, zeros = (
-        t[:k].cpu().double().tolist()
-        for t in (m.n, m.mean, variance(m), m.min, m.max, m.nonfinite, m.zeros)
+        a[:k].tolist() for a in (m.n, m.mean, m.var, m.min, m.max, m.nonfinite, m.zeros)
     )
     out = []
     for j in range(k):

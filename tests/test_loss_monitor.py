@@ -1,0 +1,84 @@
+"""The loss monitor's baselines and spreads equal a direct computation over the batches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from scalecheck.monitors.loss import LossMonitor
+
+
+def _run(loss_fn, batches):
+    monitor = LossMonitor(loss_fn, torch.device("cpu"))
+    for i, (pred, target) in enumerate(batches):
+        monitor.compute(pred.requires_grad_(), target, i)
+    return monitor.results()
+
+
+def _regression(k=5, n=7, cols=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(n, cols, generator=g), torch.randn(n, cols, generator=g) * 4 + 100)
+        for _ in range(k)
+    ]
+
+
+@pytest.mark.parametrize("loss_fn", [None, nn.MSELoss()], ids=["inferred", "MSELoss"])
+def test_mse_baseline_is_the_targets_variance(loss_fn):
+    batches = _regression()
+    stats = _run(loss_fn, batches)
+    t = np.concatenate([y.numpy() for _, y in batches]).astype(np.float64)
+    p = np.concatenate([x.detach().numpy() for x, _ in batches]).astype(np.float64)
+    assert stats.baseline == pytest.approx(t.var(0).mean(), rel=1e-6)
+    assert stats.target_spread == pytest.approx(t.std(0).mean(), rel=1e-6)
+    assert stats.prediction_spread == pytest.approx(p.std(0).mean(), rel=1e-6)
+    assert [f.mean for f in stats.targets] == pytest.approx(t.mean(0).tolist(), rel=1e-6)
+    assert [f.min for f in stats.targets] == pytest.approx(t.min(0).tolist())
+    assert [f.count for f in stats.targets] == [len(t)] * 3
+
+
+def test_summed_mse_baseline_is_per_batch():
+    batches = _regression(k=4)
+    stats = _run(nn.MSELoss(reduction="sum"), batches)
+    t = np.concatenate([y.numpy() for _, y in batches]).astype(np.float64)
+    assert stats.baseline == pytest.approx(((t - t.mean(0)) ** 2).sum() / len(batches), rel=1e-6)
+
+
+def test_bce_baseline_is_the_entropy_of_the_mean_label():
+    g = torch.Generator().manual_seed(1)
+    batches = [
+        (torch.randn(9, 1, generator=g), (torch.rand(9, 1, generator=g) < 0.3).float())
+        for _ in range(4)
+    ]
+    stats = _run(nn.BCEWithLogitsLoss(), batches)
+    q = float(np.concatenate([y.numpy() for _, y in batches]).mean())
+    assert stats.baseline == pytest.approx(-(q * math.log(q) + (1 - q) * math.log(1 - q)))
+
+
+def test_cross_entropy_baseline_is_the_entropy_of_the_label_frequencies():
+    g = torch.Generator().manual_seed(2)
+    batches = [
+        (torch.randn(10, 4, generator=g), torch.randint(0, 3, (10,), generator=g)) for _ in range(3)
+    ]
+    stats = _run(None, batches)
+    labels = np.concatenate([y.numpy() for _, y in batches])
+    freq = np.bincount(labels, minlength=4) / len(labels)
+    freq = freq[freq > 0]
+    assert stats.baseline == pytest.approx(-(freq * np.log(freq)).sum())
+
+
+def test_a_non_finite_target_is_counted_and_left_out():
+    batches = _regression(k=2)
+    batches[1][1][0, 0] = math.inf
+    stats = _run(None, batches)  # filterwarnings = error: a numpy warning would fail here
+    t = np.concatenate([y.numpy() for _, y in batches]).astype(np.float64)
+    first = t[np.isfinite(t[:, 0]), 0]
+    assert stats.targets[0].nonfinite == 1 and stats.targets[0].count == len(first)
+    assert stats.targets[0].std == pytest.approx(first.std(), rel=1e-6)
+    assert stats.target_spread == pytest.approx(
+        np.mean([first.std(), t[:, 1].std(), t[:, 2].std()]), rel=1e-6
+    )
