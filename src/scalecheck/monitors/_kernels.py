@@ -314,10 +314,12 @@ class Pending:
         return bool(self.items)
 
     def push(self, x: Tensor, *extra: Tensor | None) -> None:
-        """Store one batch (*x* and tensors that go with it, each of *x*'s length)."""
+        """Store one batch (*x* and tensors that go with it, each of *x*'s length) that
+        :meth:`accepts` accepted."""
         self.items.append((x, *extra))
         self.numel += x.numel()
-        self.key = self._key(x, extra)
+        if self.key is None:  # later batches were checked against it by accepts
+            self.key = self._key(x, extra)
 
     def take(self) -> list[Tensor | None]:
         """The buffered tensors concatenated along dimension 0 (empties the buffer)."""

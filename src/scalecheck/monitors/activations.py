@@ -499,9 +499,8 @@ class ActivationMonitor:
         if nl.family == "softmax":
             return name  # measured after the call, from its output
         site = self.sites.get(name)
-        options = nl.options(args, kwargs)
         if site is None:
-            site = self._new_site(name, nl, z, options, dim=None)
+            site = self._new_site(name, nl, z, nl.options(args, kwargs), dim=None)
         self._update(site, z)
         return name
 

@@ -293,9 +293,11 @@ class LossMonitor:
                 p = pred.detach().reshape(n, -1) if pred.numel() == targets.numel() else None
                 if p is not None and self._preds is None:
                     self._preds = Accumulator(p.shape[1], self.device, masked=False)
-                if not self._pending.accepts(t, p):
+                fits = self._pending.accepts(t, p)
+                if not fits:
                     self._flush()
-                if self._pending.accepts(t, p):
+                    fits = self._pending.accepts(t, p)
+                if fits:
                     self._pending.push(t.clone(), p.clone() if p is not None else None)
                     if self._pending.full:
                         self._flush()
