@@ -97,16 +97,28 @@ def _previous_reference(seq, init, reverse, mask):
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("sampled", [False, True])
+@pytest.mark.parametrize("sampled", [None, "drawn", "drawn-on-host", "first-and-last"])
 def test_previous_hidden_state_at_sampled_steps(reverse, masked, sampled):
+    # every way the previous states are gathered: all steps, steps drawn at random (as a
+    # tensor only, or also as a host list, which a forward direction without padding
+    # gathers from directly), and steps that include the first and the last
     g = torch.Generator().manual_seed(1)
     seq = torch.randn(4, 30, 5, generator=g)
     init = torch.randn(4, 5, generator=g)
     lengths = torch.tensor([30, 7, 1, 18])
     mask = (torch.arange(30)[None, :] < lengths[:, None]) if masked else None
-    steps = recurrent._sampled_steps(30, seq.device, random.Random(0)) if sampled else None
-    got = recurrent._previous(seq, init, reverse, mask, steps)
+    drawn = None
+    if sampled == "first-and-last":
+        drawn = [0, 3, 4, 29]
+    elif sampled is not None:
+        drawn = recurrent._draw_steps(30, random.Random(0))
+    steps = torch.tensor(drawn) if drawn is not None else None
+    before = seq.clone()
+    got = recurrent._previous(
+        seq, init, reverse, mask, steps, drawn if sampled != "drawn" else None
+    )
     want = _previous_reference(seq, init, reverse, mask)
     if steps is not None:
         want = want[:, steps]
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert torch.equal(seq, before)  # the first state is written into the gathered copy

@@ -159,7 +159,8 @@ class RecurrentMonitor:
         out_size = out.shape[-1] // dirs
         layer_input = x.to(out.dtype) if x.is_floating_point() else x.float()
         consumer = path in {c.module for c in self.activations.structure.consumers.values()}
-        steps = _sampled_steps(t, x.device, self.random)
+        drawn = _draw_steps(t, self.random)
+        steps = torch.tensor(drawn, device=x.device) if drawn is not None else None
         for layer in range(module.num_layers):
             if layer == module.num_layers - 1:
                 layer_out = out
@@ -168,7 +169,7 @@ class RecurrentMonitor:
             for d in range(dirs):
                 seq = layer_out[..., d * out_size : (d + 1) * out_size]
                 init = h0[layer * dirs + d] if h0 is not None else seq.new_zeros(n, out_size)
-                ps = _previous(seq, init, d == 1, mask, steps)
+                ps = _previous(seq, init, d == 1, mask, steps, drawn)
                 sfx = "_reverse" if d else ""
                 w_ih = getattr(module, f"weight_ih_l{layer}{sfx}")
                 w_hh = getattr(module, f"weight_hh_l{layer}{sfx}")
@@ -187,12 +188,12 @@ class RecurrentMonitor:
             layer_input = layer_out
 
 
-def _sampled_steps(t: int, device: torch.device, rng: random.Random) -> Tensor | None:
+def _draw_steps(t: int, rng: random.Random) -> list[int] | None:
     """:data:`MAX_STEPS` distinct time steps of ``t``, drawn uniformly at random and sorted
     (None: all of them, when there are no more)."""
     if t <= MAX_STEPS:
         return None
-    return torch.tensor(sorted(rng.sample(range(t), MAX_STEPS)), device=device)
+    return sorted(rng.sample(range(t), MAX_STEPS))
 
 
 def _gates(
@@ -240,11 +241,26 @@ def _rows(t: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def _previous(
-    seq: Tensor, init: Tensor, reverse: bool, mask: Tensor | None, steps: Tensor | None
+    seq: Tensor,
+    init: Tensor,
+    reverse: bool,
+    mask: Tensor | None,
+    steps: Tensor | None,
+    drawn: list[int] | None = None,
 ) -> Tensor:
     """``h_{t-1}`` (``h_{t+1}`` for the reverse direction) at each of *steps* (every step
-    when None): ``[N, steps, H]``, gathered without copying the whole sequence."""
+    when None): ``[N, steps, H]``, gathered without copying the whole sequence. *drawn*:
+    the same steps as a host list, when known (see below)."""
     t = seq.shape[1]
+    if drawn is not None and not reverse and mask is None:
+        # a forward direction without padding, at steps known on the host: one gather of
+        # the steps before them, and the initial state written where a step is the first
+        # (the general path below takes seven operations on the device)
+        index = torch.tensor([max(s - 1, 0) for s in drawn], device=seq.device)
+        prev = seq[:, index]
+        if drawn[0] == 0:  # sorted: only the first can be step 0
+            prev[:, 0] = init
+        return prev
     at = steps if steps is not None else torch.arange(t, device=seq.device)
     source = at + 1 if reverse else at - 1
     prev = seq[:, source.clamp(0, t - 1)]
