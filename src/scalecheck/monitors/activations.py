@@ -812,32 +812,36 @@ class ActivationMonitor:
 
         Up to ``_FOLD_SITES`` sites of one device are binned together: their samples are
         concatenated, each site's asinh values are clamped to ``[-R, R - w/2]`` (R =
-        HIST_RANGE, w the bin width: the same edge bins as clamping to ``[-R, R]``) and
-        moved by ``2 R`` per site, and one ``histc`` over the joint range bins them all. The
-        binning is in float64, exact for the shifted values: each value lands in the bin
-        its (float32) asinh lies in. (A float32 ``histc`` rounds ``u + R``: it put every
-        value in (-9.5e-7, 0) in the bin above 0.) Measured in place after the MLP 784
-        benchmark's batches, one site's fold took 630 us as its own seven operations; a
-        call's results read them all at once.
+        HIST_RANGE, w the bin width: the same edge bins as clamping to ``[-R, R]``), each
+        value's bin index ``floor((u + R) / w)`` is computed in float64 and moved by
+        ``HIST_BINS`` per site, and one ``bincount`` counts them all. The arithmetic is
+        exact for float32 ``u`` (``w`` is 1/2), so each value lands in the bin its asinh
+        lies in, the bin ``histc`` over ``[-R, R]`` gives it (a float32 ``histc`` rounds
+        ``u + R``: it put every value in (-9.5e-7, 0) in the bin above 0). Measured on the
+        LSTM benchmark's four gate sites (131 072 values): 0.34 ms for the indices and the
+        count, against 1.1 ms for a ``histc`` over shifted values and 1.3 ms for the
+        ``repeat_interleave`` that shifted them. A call's results read all sites at once.
         """
         ready = [site for site in self.sites.values() if site.sampled]
         while ready:
             device = ready[0].samples.device  # type: ignore[union-attr]
             group = [s for s in ready if s.samples.device == device][:_FOLD_SITES]  # type: ignore[union-attr]
             ready = [site for site in ready if all(site is not g for g in group)]
-            sizes = [site.sampled for site in group]
             values = torch.cat([site.samples[: site.sampled] for site in group])  # type: ignore[index]
             half = HIST_RANGE / HIST_BINS  # half a bin
             u = _asinh(values).clamp_(-HIST_RANGE, HIST_RANGE - half).double()  # NaN stays
-            shift = torch.arange(len(group), dtype=torch.float64, device=device) * (2 * HIST_RANGE)
-            u += shift.repeat_interleave(torch.tensor(sizes, device=device))
-            hist = torch.histc(
-                u,
-                bins=HIST_BINS * len(group),
-                min=-HIST_RANGE,
-                max=-HIST_RANGE + 2 * HIST_RANGE * len(group),
-            )
-            for site, counts in zip(group, hist.view(len(group), HIST_BINS), strict=True):
+            # each value's bin, (u + R) / w, then moved by B bins per site: exact in float64
+            # for float32 u (w = 2R / B = 1/2), so every value lands in the bin histc over
+            # [-R, R] gives it; a NaN (padding) goes to one more bin, dropped
+            index = u.add_(HIST_RANGE).div_(2 * HIST_RANGE / HIST_BINS).floor_()
+            start = 0
+            for k, site in enumerate(group):
+                if k:
+                    index[start : start + site.sampled] += k * HIST_BINS
+                start += site.sampled
+            total = HIST_BINS * len(group)
+            hist = torch.bincount(index.nan_to_num_(total).long(), minlength=total + 1)
+            for site, counts in zip(group, hist[:total].view(len(group), HIST_BINS), strict=True):
                 site.hist += counts.to(site.hist.device)
                 site.sampled = 0
 
