@@ -266,12 +266,18 @@ def test_gram_accumulator_equals_the_batch_merge(case):
 
 
 @pytest.mark.parametrize("capacity", [2, 16])  # added at once, and through the buffer
-def test_gram_leaves_out_rows_with_a_non_finite_feature(capacity):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gram_leaves_out_rows_with_a_non_finite_feature(capacity, dtype):
     from scalecheck.monitors._kernels import GramAccumulator
 
-    rows = torch.tensor([[1.0, 2.0], [float("nan"), 1.0], [3.0, float("inf")], [5.0, 6.0]])
+    rows = torch.tensor(
+        [[1.0, 2.0], [float("nan"), 1.0], [3.0, float("inf")], [5.0, 6.0]], dtype=dtype
+    )
+    before = rows.clone()
     acc = GramAccumulator(2, torch.zeros(2, dtype=torch.float64), rows=capacity)
+    rows = rows.T.contiguous().T  # rows that are the transpose of a contiguous tensor
     acc.add(rows)
+    assert torch.equal(rows.nan_to_num(), before.nan_to_num())  # the caller's rows untouched
     state = acc.gram()
     clean = rows[[0, 3]].double()
     assert float(state.n) == 2.0
