@@ -134,8 +134,7 @@ class GradientMonitor:
             rows = max(1, min(DEFER_BATCHES, _SMALL_BUFFER // max(total, 1)))
             self._small = Stash(size=rows, dtype=torch.float32, fold=self._fold)
         self._small_key = key
-        with torch.no_grad():
-            full = self._small.push(*(g for _, g in present))
+        full = self._small.push(*(g for _, g in present))  # detached: no graph is recorded
         if full:
             self._fold()
 
