@@ -1106,6 +1106,8 @@ def _finite_tuple(values: np.ndarray, keep: np.ndarray | None = None) -> tuple[f
     """*values* as Python floats, None where not finite (or where *keep* is False):
     column-wise, not one Python call per unit."""
     ok = np.isfinite(values) if keep is None else np.isfinite(values) & keep
+    if ok.all():  # the common case: no per-unit Python
+        return tuple(values.tolist())
     return tuple(v if k else None for v, k in zip(values.tolist(), ok.tolist(), strict=True))
 
 
