@@ -68,11 +68,18 @@ def test_model_matches_the_original_architecture():
     assert out.shape == (2, 3) and torch.allclose(out.sum(1), torch.ones(2))
 
 
+def _lazy_seeds():
+    # the seeds torch queues for CUDA until it is initialized (torch.manual_seed queues one
+    # even on a machine without CUDA)
+    tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)
+    return [call[0] if call else None for call in (tracker.get_calls() if tracker else [])]
+
+
 def test_seeded_model_does_not_touch_the_global_rng():
-    before = torch.get_rng_state()
+    before, queued = torch.get_rng_state(), _lazy_seeds()
     a = ref.make_model(seed=5)
     b = ref.make_model(seed=5)
-    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(torch.get_rng_state(), before) and _lazy_seeds() == queued
     assert torch.equal(a.x_to_hidden.weight, b.x_to_hidden.weight)
 
 

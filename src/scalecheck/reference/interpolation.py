@@ -153,7 +153,9 @@ def make_model(
     if seed is None:
         return Interpolate(3, hidden_size, activation)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(check_int("seed", seed, minimum=0))
+        # the CPU generator only: torch.manual_seed would also queue a seed for CUDA, which
+        # fork_rng(devices=[]) does not take back and CUDA applies when it is first used
+        torch.default_generator.manual_seed(check_int("seed", seed, minimum=0))
         return Interpolate(3, hidden_size, activation)
 
 
