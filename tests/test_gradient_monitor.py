@@ -174,3 +174,19 @@ def test_small_gradients_of_a_convolution_and_half_precision(path):
     share = (xs**2).sum((0, 1, 3, 4))
     assert stats.feature_share == pytest.approx(tuple(share / share.sum()), rel=1e-6)
     assert not gm._small([(0, torch.zeros(3, dtype=torch.float64))])
+
+
+def test_the_small_buffer_is_sized_for_the_parameters_it_holds():
+    # a first batch that reaches only the bias must not size the buffer (in rows) for the
+    # batches that reach the weight too
+    layer = nn.Linear(1000, 100)
+    params = [("weight", layer.weight), ("bias", layer.bias)]
+    monitor = gm.GradientMonitor(params, torch.device("cpu"))
+    monitor.update([None, torch.ones(100)])
+    monitor.update([torch.ones(100, 1000), torch.ones(100)])
+    assert monitor._small is not None
+    rows = monitor._small.size
+    assert rows * (100 * 1000 + 100) <= gm._SMALL_BUFFER
+    weight, bias = monitor.results()
+    assert weight.grad_norm == pytest.approx(math.sqrt(100 * 1000 / 2))
+    assert bias.grad_norm == pytest.approx(math.sqrt(100))

@@ -677,3 +677,8 @@ def test_host_moments_equal_the_torch_moments(state):
             getattr(got, field), getattr(want, field).numpy(), rtol=1e-12, err_msg=field
         )
     np.testing.assert_allclose(got.var, variance(want).numpy(), rtol=1e-12)
+    # copies, not views of the state: a later batch does not change them
+    n = got.n.copy()
+    acc.add(torch.ones(2, 3, dtype=batches[0].dtype), (0,))
+    acc.fold()
+    np.testing.assert_array_equal(got.n, n)

@@ -202,12 +202,16 @@ def test_band_counts_skipped_by_range_equal_a_direct_count(cell, monkeypatch):
 
 def _histogram_of(z: torch.Tensor) -> tuple[int, ...]:
     """The histogram the activation monitor reports for the values *z*: asinh (checked
-    against numpy below) binned in float64."""
+    against numpy below), clamped to [-R, R], each value in the bin whose edges enclose it,
+    found by exact comparisons with the edges (the top edge closes the last bin); NaN in
+    none."""
     from scalecheck.monitors.activations import HIST_BINS, HIST_RANGE, _asinh
 
-    u = _asinh(z.float().reshape(-1)).double().clamp(-HIST_RANGE, HIST_RANGE)
-    counts = torch.histc(u, bins=HIST_BINS, min=-HIST_RANGE, max=HIST_RANGE)
-    return tuple(int(c) for c in counts.tolist())
+    u = _asinh(z.float().reshape(-1)).double().clamp(-HIST_RANGE, HIST_RANGE).numpy()
+    u = u[~np.isnan(u)]
+    edges = np.linspace(-HIST_RANGE, HIST_RANGE, HIST_BINS + 1)  # multiples of 1/2: exact
+    bins = np.minimum(np.searchsorted(edges, u, side="right") - 1, HIST_BINS - 1)
+    return tuple(np.bincount(bins, minlength=HIST_BINS).tolist())
 
 
 def test_histogram_counts_the_first_calls_values_and_ignores_nan():
@@ -297,7 +301,7 @@ def test_histograms_of_many_sites_binned_together_equal_each_sites_own():
     import scalecheck
     from scalecheck.monitors.activations import _FOLD_SITES, HIST_BINS
 
-    scales = [10.0 ** (k % 13 - 3) for k in range(_FOLD_SITES + 4)] + [1e-9]
+    scales = [10.0 ** (k % 13 - 3) for k in range(_FOLD_SITES + 4)] + [1e-9, 1e-20]
 
     class Model(nn.Module):
         def __init__(self) -> None:
@@ -319,11 +323,13 @@ def test_histograms_of_many_sites_binned_together_equal_each_sites_own():
         z = torch.cat([x * s for x in xs]).reshape(-1)
         assert site.histogram.counts == _histogram_of(z), site.site
     # values this close to 0 land on their own side of it (a float32 histc rounded
-    # u + 16 to 16 and put the negative ones above 0)
-    tiny = sites[-1].histogram.counts
-    z = torch.cat([x * scales[-1] for x in xs])
-    negative = int((z < 0).sum())
-    assert tiny[HIST_BINS // 2 - 1] == negative and tiny[HIST_BINS // 2] == z.numel() - 1 - negative
+    # u + 16 to 16 and put the negative ones above 0; a float64 one did so below 2^-50)
+    for site, s in zip(sites[-2:], scales[-2:], strict=True):
+        tiny = site.histogram.counts
+        z = torch.cat([x * s for x in xs])
+        negative = int((z < 0).sum())
+        assert tiny[HIST_BINS // 2 - 1] == negative
+        assert tiny[HIST_BINS // 2] == z.numel() - 1 - negative
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -122,3 +122,36 @@ def test_previous_hidden_state_at_sampled_steps(reverse, masked, sampled):
         want = want[:, steps]
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert torch.equal(seq, before)  # the first state is written into the gathered copy
+
+
+@pytest.mark.parametrize("drawn", [[0, 3, 9], [2, 5, 11]], ids=["with-first", "without"])
+def test_previous_states_take_the_wider_dtype_on_every_path(drawn):
+    # under autocast an RNN's output is half precision while the initial state stays
+    # float32: the gathered states must be float32 on both paths, as torch.where makes them
+    seq = torch.randn(2, 12, 3).to(torch.bfloat16)
+    init = torch.randn(2, 3)
+    steps = torch.tensor(drawn)
+    general = recurrent._previous(seq, init, False, None, steps)
+    direct = recurrent._previous(seq, init, False, None, steps, drawn)
+    assert general.dtype == direct.dtype == torch.float32
+    torch.testing.assert_close(direct, general, rtol=0, atol=0)
+
+
+def test_gates_under_autocast_with_a_float32_initial_state():
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.RNN(3, 4, batch_first=True)
+            self.head = nn.Linear(4, 1)
+
+        def forward(self, x):
+            h0 = torch.zeros(1, x.shape[0], 4)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out, _ = self.rnn(x, h0)
+            return self.head(out[:, -1].float())
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 20, 3, generator=g), torch.randn(8, 1, generator=g))]
+    report = scalecheck.diagnose(Model(), batches, trial=False, strict=True)
+    assert any(a.site.endswith("rnn.l0.hidden") for a in report.layers)

@@ -48,8 +48,9 @@ def host_moments(acc: Accumulator) -> HostMoments:
         ([2.0, 20.0], [1.0, 100.0], [3.0, 30.0])
     """
     acc.fold()
+    # copies: a CPU float64 state would otherwise be handed out as views of itself
     n, s1, s2, lo, hi, nonfinite, zeros = (
-        t.detach().to("cpu", torch.float64).numpy()
+        np.array(t.detach().to("cpu", torch.float64).numpy(), copy=True)
         for t in (acc.n, acc.s1, acc.s2, acc.lo, acc.hi, acc.nonfinite, acc.zeros)
     )
     shift = (

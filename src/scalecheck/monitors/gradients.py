@@ -131,8 +131,12 @@ class GradientMonitor:
     def _push_small(self, present: list[tuple[int, Tensor]]) -> None:
         """Copy one batch's small gradients into the buffer (see :data:`SMALL_GRADIENTS`)."""
         key = tuple(i for i, _ in present)
-        if self._small is not None and self._small and key != self._small_key:
-            self._fold()  # another set of parameters got gradients: fold the waiting rows
+        if self._small is not None and key != self._small_key:
+            # another set of parameters got gradients: fold the waiting rows, and size the
+            # buffer anew for the new set (sized for a small set, it would hold too many
+            # rows of a larger one)
+            self._fold()
+            self._small = None
         if self._small is None:
             total = sum(g.numel() for _, g in present)
             rows = max(1, min(DEFER_BATCHES, _SMALL_BUFFER // max(total, 1)))

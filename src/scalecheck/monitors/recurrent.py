@@ -252,12 +252,19 @@ def _previous(
     when None): ``[N, steps, H]``, gathered without copying the whole sequence. *drawn*:
     the same steps as a host list, when known (see below)."""
     t = seq.shape[1]
-    if drawn is not None and not reverse and mask is None:
+    if drawn is not None and steps is not None and not reverse and mask is None:
         # a forward direction without padding, at steps known on the host: one gather of
         # the steps before them, and the initial state written where a step is the first
-        # (the general path below takes seven operations on the device)
-        index = torch.tensor([max(s - 1, 0) for s in drawn], device=seq.device)
-        prev = seq[:, index]
+        # (the general path below takes seven operations on the device). The indices are
+        # built on the host on the CPU; on another device from *steps*, already there (a
+        # host-to-device copy would synchronize). The result takes the wider dtype of the
+        # two, as torch.where does (under autocast a half-precision output meets a float32
+        # initial state)
+        if seq.device.type == "cpu":
+            index = torch.tensor([max(s - 1, 0) for s in drawn])
+        else:
+            index = (steps - 1).clamp_(min=0)
+        prev = seq[:, index].to(torch.promote_types(seq.dtype, init.dtype))
         if drawn[0] == 0:  # sorted: only the first can be step 0
             prev[:, 0] = init
         return prev

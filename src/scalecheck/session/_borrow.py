@@ -155,10 +155,18 @@ def seed_rngs(seed: int, device: torch.device) -> None:
         True
     """
     torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed_all(seed)  # initialized: the model lives there
-    elif device.type != "cpu":
-        torch.manual_seed(seed)  # other backends seed through the global call
+    if torch.cuda.is_initialized():
+        # immediate once initialized (nothing is queued), whatever device the model is on:
+        # the loader or the forward may draw there (Borrowed restores these states)
+        torch.cuda.manual_seed_all(seed)
+    if device.type not in ("cpu", "cuda", "meta"):
+        # another accelerator the model lives on (initialized, then): its own call
+        backend = getattr(torch, device.type, None)
+        seed_all = getattr(backend, "manual_seed_all", None) or getattr(
+            backend, "manual_seed", None
+        )
+        if callable(seed_all):
+            seed_all(seed)
 
 
 def _same(a: Tensor, b: Tensor) -> bool:
