@@ -51,14 +51,20 @@ def feature_kappa(mean: float | None, std: float | None) -> float | None:
     """
     if mean is None or std is None:
         return None
-    var = std * std
-    trace = mean * mean + var + 1.0
+    var, trace = _var_trace(mean, std)
     if var == 0:
         return math.inf
     disc = max(trace * trace - 4.0 * var, 0.0)
     big = (trace + math.sqrt(disc)) / 2.0
     small = var / big  # det / big eigenvalue: no cancellation
     return big / small if small > 0 else math.inf
+
+
+def _var_trace(mean: float, std: float) -> tuple[float, float]:
+    """The determinant (the variance) and the trace of ``[[mean^2 + std^2, mean], [mean,
+    1]]``."""
+    var = std * std
+    return var, mean * mean + var + 1.0
 
 
 def kappa_above(mean: float | None, std: float | None, level: float) -> float | None:
@@ -76,8 +82,7 @@ def kappa_above(mean: float | None, std: float | None, level: float) -> float | 
     """
     if mean is None or std is None:
         return None
-    var = std * std
-    trace = mean * mean + var + 1.0
+    var, trace = _var_trace(mean, std)
     if var > 0 and trace * trace <= level * var:
         return None
     k = feature_kappa(mean, std)

@@ -5,9 +5,9 @@ in numpy whatever happens; this module moves it there first and does the little
 arithmetic left (means and sums of squared deviations from the shifted sums) in numpy. On
 a few hundred features each torch operation's dispatch costs more than its arithmetic:
 :meth:`~scalecheck.monitors._kernels.Accumulator.moments` and the conversions after it
-took 0.35 ms per accumulator at the end of an MLP 784 call; the same in numpy about 0.1
-ms, most of it the fold, which stays in torch (it also runs between batches, on the
-state's device).
+took 0.35 ms per accumulator at the end of an MLP 784 call, and reading the six
+accumulators of a reference-case call this way saved 1.0 ms (paired). The fold stays in
+torch: it also runs between batches, on the state's device.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ HIST_RANGE = 16.0
 #: cost that stays flat however many batches are measured.
 HIST_SAMPLE = 4096
 HIST_CALLS = 8
-#: Sites whose histograms are binned together (at most 16 x 8 x 4096 float64 values, 4 MiB).
+#: Sites whose histograms are binned together (at most 16 x 8 x 4096 float32 values, 2 MiB).
 _FOLD_SITES = 16
 #: Per-unit statistics are kept for at most this many units per site; wider sites keep
 #: site-level statistics only.
@@ -764,7 +764,7 @@ class ActivationMonitor:
 
     def _sample(self, site: _Site, z: Tensor, weight: Tensor | None = None) -> None:
         """Keep up to HIST_SAMPLE of this call's values for the site's histogram (copied,
-        float32, padded positions NaN, which ``histc`` ignores). The histogram itself is
+        float32, padded positions NaN, which the binning leaves out). The histogram itself is
         taken once, over all kept samples, when the site's results are read
         (:meth:`_fold_histograms`): one gather per call instead of six operations.
 
@@ -818,10 +818,10 @@ class ActivationMonitor:
         ``u`` (``w`` is 1/2), so each value lands in the bin its asinh lies in. (``histc``
         computes ``floor((u + R) / w)``, which rounds ``u + R``: a float32 ``histc`` put
         every value in (-9.5e-7, 0) in the bin above 0, a float64 one those in [-2^-50,
-        0).) Measured on the
-        LSTM benchmark's four gate sites (131 072 values): 0.34 ms for the indices and the
-        count, against 1.1 ms for a ``histc`` over shifted values and 1.3 ms for the
-        ``repeat_interleave`` that shifted them. A call's results read all sites at once.
+        0).) Measured on the LSTM benchmark's four gate sites (131 072 values): 0.34 ms for
+        the indices and the count, against 1.1 ms for a ``histc`` over shifted values and
+        1.3 ms for the ``repeat_interleave`` that shifted them. A call's results read all
+        sites at once.
         """
         ready = [site for site in self.sites.values() if site.sampled]
         while ready:
@@ -996,7 +996,7 @@ def _asinh(z: Tensor) -> Tensor:
     about 100 us for ``copysign(log1p(a + a^2 / (1 + sqrt(1 + a^2))), z)`` with ``a = |z|``,
     which keeps its relative precision near 0: within 1.2e-7 of numpy's float64 ``arcsinh``
     on 200 000 float32 values spread over 10^-38..10^38 (subnormals become a signed zero,
-    which ``histc`` bins as it bins them). ``a`` is capped at 1e7 first (``a^2`` stays
+    binned with 0, in the bin above it). ``a`` is capped at 1e7 first (``a^2`` stays
     finite; asinh(1e7) = 16.8 lies beyond HIST_RANGE anyway); NaN stays NaN.
     """
     a = z.abs().clamp_(max=1e7)
