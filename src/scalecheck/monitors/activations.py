@@ -444,15 +444,19 @@ class ActivationMonitor:
         # once is nearly twice as slow (81 vs 46 us on [512, 512])
         lo, hi = z.amin(0).view(g, width).amin(1), z.amax(0).view(g, width).amax(1)
         bands = ((joint.exact_centre, joint.exact_half), (joint.near_centre, joint.near_half))
-        # a band no block's range crosses holds no value: its counts are zero, no pass
-        ranges = list(zip(lo.tolist(), hi.tolist(), strict=True))
-        crossed = [
-            any(
-                not (b.lo <= low and high <= b.hi)
-                for b, (low, high) in zip(kind, ranges, strict=True)
-            )
-            for kind in ([s.exact for s in sites], [s.near for s in sites])
-        ]
+        # a band no block's range crosses holds no value: its counts are zero, no pass.
+        # The ranges are read on the CPU only (elsewhere the read would be a host sync per
+        # batch): every band is counted there
+        crossed = [True, True]
+        if z.device.type == "cpu":
+            ranges = list(zip(lo.tolist(), hi.tolist(), strict=True))
+            crossed = [
+                any(
+                    not (b.lo <= low and high <= b.hi)
+                    for b, (low, high) in zip(kind, ranges, strict=True)
+                )
+                for kind in ([s.exact for s in sites], [s.near for s in sites])
+            ]
         counts = []
         distance = None
         for (centre, half), cross in zip(bands, crossed, strict=True):
@@ -730,7 +734,10 @@ class ActivationMonitor:
                 dims = tuple(d for d in range(zd.dim()) if d != axis)
             site.moments.add(zd_flat, dims, weight=weight)
             if site.exact is not None and site.near is not None:
-                lowest, highest = _extremes(site.moments.last_range)
+                # reading the range is free on the CPU only; elsewhere it would wait for
+                # the device (a host sync per site and batch), and every band is counted
+                on_cpu = zd.device.type == "cpu"
+                lowest, highest = _extremes(site.moments.last_range if on_cpu else None)
                 counts = []
                 for band in (site.exact, site.near):
                     if counts and band == site.exact:
@@ -1158,6 +1165,8 @@ class _no_autocast:
             enabled = torch.is_autocast_enabled(self.device_type)
         except TypeError:  # torch < 2.4 takes no device type
             enabled = torch.is_autocast_enabled()
+        except RuntimeError:  # a device type autocast does not know (meta): never enabled
+            enabled = False
         if enabled:
             self.ctx = torch.autocast(self.device_type, enabled=False)
             self.ctx.__enter__()
