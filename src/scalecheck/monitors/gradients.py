@@ -64,7 +64,8 @@ class GradientMonitor:
         self._share_features = 0
         self._share: Tensor | None = None
         self._index_cache: dict[tuple[int, ...], Tensor] = {}
-        self._stash = Stash(fold=self._fold)  # per batch: the others' norms, the counts
+        # per batch: the others' norms (float32 or, repaired, float64), the counts
+        self._stash = Stash(dtype=torch.float64, fold=self._fold)
         self._stash_key: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
         self._none = torch.zeros(0, device=device)
         # float64: squares of g / max|g| scaled back can lie far below float32's range
@@ -112,7 +113,7 @@ class GradientMonitor:
             # (one read fewer, and free of float32 underflow); the others from one foreach
             # norm
             others = [(i, g) for i, g in present if i != share]
-            norms = _norm_list([g for _, g in others])
+            norms = _safe_norms([g for _, g in others])
             for i, g in present:
                 if i == share:
                     self._add_share(g)
@@ -122,9 +123,7 @@ class GradientMonitor:
                 self._fold()  # another set of parameters got gradients: fold the others
             self._stash_key = key
             # stacked and copied into the stash's buffers (the stacks are freed at once)
-            full = self._stash.push(
-                torch.stack(norms) if norms else self._none, torch.stack(counts)
-            )
+            full = self._stash.push(norms if norms is not None else self._none, torch.stack(counts))
         if full:
             self._fold()
 
@@ -307,14 +306,54 @@ def _nonzero(g: Tensor) -> Tensor:
     return torch.count_nonzero(g)
 
 
-def _norm_list(tensors: list[Tensor], ord: float = 2.0) -> list[Tensor]:
-    """One norm per tensor (foreach kernel where the tensors allow it)."""
+def _norm_list(
+    tensors: list[Tensor], ord: float = 2.0, dtype: torch.dtype | None = None
+) -> list[Tensor]:
+    """One norm per tensor (foreach kernel where the tensors allow it), accumulated and
+    returned in *dtype* when given."""
     if not tensors:
         return []
     try:
-        return list(torch._foreach_norm(tensors, ord))
+        if dtype is None:
+            return list(torch._foreach_norm(tensors, ord))
+        return list(torch._foreach_norm(tensors, ord, dtype=dtype))
     except (RuntimeError, TypeError, AttributeError):  # mixed devices, old torch
-        return [torch.linalg.vector_norm(t, ord) for t in tensors]
+        return [torch.linalg.vector_norm(t, ord, dtype=dtype) for t in tensors]
+
+
+#: Float32 gradient norms from ``[NORM_SAFE_MIN, inf)`` are kept as computed: their float32
+#: sum of squares is at least 2^-60, and entries whose squares underflow (below 2^-126
+#: each) then change it by less than 2^-26 relative for up to 2^40 entries (the bound
+#: :meth:`GradientMonitor._add_share` uses). Below it, or where the squares overflowed
+#: (entries around 1e18 and larger: inf), the norm is taken again in float64.
+NORM_SAFE_MIN = 2.0**-30
+
+
+def _safe_norms(grads: list[Tensor]) -> Tensor | None:
+    """Each gradient's 2-norm, free of float32 underflow and overflow, stacked (None for
+    no gradients).
+
+    One foreach norm in float32 (half-precision gradients too: a bfloat16 accumulation
+    was 2e-3 off); on the CPU, where the read costs nothing, the few norms outside
+    :data:`NORM_SAFE_MIN` and below inf are taken again in float64 (a zero gradient's
+    too: a float64 zero is the same zero). On other devices the foreach norm accumulates
+    in float64 at once: deciding which to redo would be a host read per batch.
+    Measured on the MLP 784 benchmark's six gradients after its backward: 210 us in
+    float32, 467 us in float64.
+    """
+    if not grads:
+        return None
+    if grads[0].device.type != "cpu":
+        return torch.stack(_norm_list(grads, dtype=torch.float64))
+    half = any(g.dtype in (torch.float16, torch.bfloat16) for g in grads)
+    norms = torch.stack(_norm_list(grads, dtype=torch.float32 if half else None))
+    if bool(((norms >= NORM_SAFE_MIN) & (norms < math.inf)).all()):
+        return norms
+    norms = norms.double()
+    bad = ((norms < NORM_SAFE_MIN) | (norms == math.inf)).nonzero().flatten().tolist()
+    for i in bad:
+        norms[i] = torch.linalg.vector_norm(grads[i], dtype=torch.float64)
+    return norms
 
 
 def _norms(tensors: list[Tensor], ord: float = 2.0) -> Tensor:
