@@ -218,3 +218,15 @@ def test_gradient_norms_survive_float32_squares_and_half_precision(path, scale, 
     exact = math.sqrt((xs**2).sum() / len(grads))
     assert stats.grad_norm == pytest.approx(exact, rel=1e-4, abs=0.0)
     assert stats.nonfinite is False
+
+
+def test_weight_norms_survive_float32_squares():
+    # the weights' norms are taken like the gradients': entries whose float32 squares
+    # overflow or underflow still give the exact norm
+    big, tiny = nn.Parameter(torch.full((300, 300), 1e20)), nn.Parameter(torch.full((5,), 1e-25))
+    monitor = gm.GradientMonitor([("big", big), ("tiny", tiny)], torch.device("cpu"))
+    monitor.update([torch.ones(300, 300), torch.ones(5)])
+    big_stats, tiny_stats = monitor.results()
+    assert big_stats.weight_norm == pytest.approx(float(np.float32(1e20)) * 300, rel=1e-6)
+    assert tiny_stats.weight_norm == pytest.approx(float(np.float32(1e-25)) * math.sqrt(5))
+    assert big_stats.ratio == pytest.approx(1 / float(np.float32(1e20)), rel=1e-6)

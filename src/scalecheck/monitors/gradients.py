@@ -232,11 +232,8 @@ class GradientMonitor:
         norm2 = self._norm2.cpu().tolist()
         nonzero = self._nonzero.cpu().tolist()
         with torch.no_grad():
-            weights = (
-                _norms([p.detach() for p in self.params]).double().cpu().tolist()
-                if (self.params)
-                else []
-            )
+            norms = _safe_norms([p.detach() for p in self.params])
+            weights = norms.double().cpu().tolist() if norms is not None else []
         share: tuple[float, ...] = ()
         if self._share is not None:
             s = self._share.cpu().double()
@@ -354,10 +351,3 @@ def _safe_norms(grads: list[Tensor]) -> Tensor | None:
     for i in bad:
         norms[i] = torch.linalg.vector_norm(grads[i], dtype=torch.float64)
     return norms
-
-
-def _norms(tensors: list[Tensor], ord: float = 2.0) -> Tensor:
-    """One norm per tensor, stacked in float64."""
-    if not tensors:
-        return torch.zeros(0, dtype=torch.float64)
-    return torch.stack([n.to(torch.float64) for n in _norm_list(tensors, ord)])
