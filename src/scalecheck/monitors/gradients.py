@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..measurements import GradientStats
 from ._kernels import DEFER_BATCHES, Stash, Workspace
 
-__all__ = ["SMALL_GRADIENTS", "GradientMonitor"]
+__all__ = ["NORM_SAFE_MIN", "SMALL_GRADIENTS", "GradientMonitor"]
 
 #: A batch whose gradients total at most this many entries (a small model) is copied,
 #: flattened side by side, into one row of a float32 buffer, and its statistics are taken
