@@ -230,3 +230,25 @@ def test_weight_norms_survive_float32_squares():
     assert big_stats.weight_norm == pytest.approx(float(np.float32(1e20)) * 300, rel=1e-6)
     assert tiny_stats.weight_norm == pytest.approx(float(np.float32(1e-25)) * math.sqrt(5))
     assert big_stats.ratio == pytest.approx(1 / float(np.float32(1e20)), rel=1e-6)
+
+
+def test_an_all_zero_gradient_is_not_normed_again(monkeypatch):
+    # a dead layer's gradient is all zeros every batch: its zero norm is exact, and the
+    # float64 norm (for float32 squares that underflowed) must not be taken for it
+    monkeypatch.setattr(gm, "SMALL_GRADIENTS", 0)
+    calls = []
+    original = torch.linalg.vector_norm
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("dtype"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "vector_norm", counting)
+    w, b = nn.Parameter(torch.zeros(30, 20)), nn.Parameter(torch.zeros(30))
+    monitor = gm.GradientMonitor([("w", w), ("b", b)], torch.device("cpu"))
+    for _ in range(3):
+        monitor.update([torch.zeros(30, 20), torch.full((30,), 1e-25)])
+    assert calls.count(torch.float64) == 3  # the bias's, once per batch; never the weight's
+    weight, bias = monitor.results()
+    assert weight.grad_norm == 0.0 and weight.zero_fraction == 1.0
+    assert bias.grad_norm == pytest.approx(float(np.float32(1e-25)) * math.sqrt(30))
