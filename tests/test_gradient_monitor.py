@@ -252,3 +252,26 @@ def test_an_all_zero_gradient_is_not_normed_again(monkeypatch):
     weight, bias = monitor.results()
     assert weight.grad_norm == 0.0 and weight.zero_fraction == 1.0
     assert bias.grad_norm == pytest.approx(float(np.float32(1e-25)) * math.sqrt(30))
+
+
+@pytest.mark.parametrize("host_reads", [True, False], ids=["cpu", "other-device"])
+def test_norms_of_mixed_precisions(monkeypatch, host_reads):
+    # half, single and double precision gradients in one model (a float64 head on a
+    # bfloat16 body): one foreach dtype never narrower than any of them. "other-device" is
+    # the path taken off the CPU (float64 accumulation, nothing read back), run on the CPU
+    monkeypatch.setattr(gm, "SMALL_GRADIENTS", 0)
+    if not host_reads:
+        monkeypatch.setattr(gm, "_reads_free", lambda t: False)
+    g = torch.Generator().manual_seed(2)
+    grads = [
+        (torch.randn(300, 300, generator=g) * 1e-25).bfloat16(),
+        torch.randn(300, 300, generator=g) * 1e20,
+        torch.randn(300, generator=g).double() * 1e-150,
+        torch.zeros(300, 300),
+    ]
+    params = [(f"p{i}", nn.Parameter(torch.zeros_like(x))) for i, x in enumerate(grads)]
+    monitor = gm.GradientMonitor(params, torch.device("cpu"))
+    monitor.update(grads)
+    for stats, x in zip(monitor.results(), grads, strict=True):
+        exact = float(np.sqrt((x.double().numpy() ** 2).sum()))
+        assert stats.grad_norm == pytest.approx(exact, rel=1e-4, abs=0.0)

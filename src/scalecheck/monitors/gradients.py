@@ -114,13 +114,14 @@ class GradientMonitor:
             # norm
             others = [(i, g) for i, g in present if i != share]
             counts = torch.stack([_nonzero(g) for _, g in present])
-            if len(others) < len(present):
-                # the others' counts tell an all-zero gradient (an exact zero norm) from
-                # one whose float32 squares underflowed
+            # the others' counts tell an all-zero gradient (an exact zero norm) from one
+            # whose float32 squares underflowed; only read where reading is free (indexing
+            # a device tensor with a host list would copy the list over, a sync)
+            nonzero = None
+            if _reads_free(counts):
                 keep = [k for k, (i, _) in enumerate(present) if i != share]
-                norms = _safe_norms([g for _, g in others], counts[keep])
-            else:
-                norms = _safe_norms([g for _, g in others], counts)
+                nonzero = counts if len(keep) == len(present) else counts[keep]
+            norms = _safe_norms([g for _, g in others], nonzero)
             for i, g in present:
                 if i == share:
                     self._add_share(g)
@@ -181,8 +182,10 @@ class GradientMonitor:
             if self._share_stash and self._share is not None:
                 assert self._share_index is not None
                 columns, factors = self._share_stash.take()
-                weight = torch.tensor(factors, dtype=torch.float64, device=self.device)
-                columns = (columns.double() * weight.unsqueeze(1)).sum(0)
+                if any(f != 1.0 for f in factors):  # CPU only: elsewhere they are all 1
+                    weight = torch.tensor(factors, dtype=torch.float64, device=self.device)
+                    columns = columns.double() * weight.unsqueeze(1)
+                columns = columns.sum(0, dtype=torch.float64)
                 self._share += columns
                 self._norm2[self._share_index] += columns.sum()
 
@@ -351,10 +354,14 @@ def _safe_norms(tensors: list[Tensor], nonzero: Tensor | None = None) -> Tensor 
     """
     if not tensors:
         return None
-    if tensors[0].device.type != "cpu":
+    if not _reads_free(tensors[0]):
         return torch.stack(_norm_list(tensors, dtype=torch.float64))
-    half = any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
-    norms = torch.stack(_norm_list(tensors, dtype=torch.float32 if half else None))
+    dtype = None
+    if any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors):
+        # one dtype for the foreach kernel, never narrower than a tensor's own
+        wide = any(t.dtype == torch.float64 for t in tensors)
+        dtype = torch.float64 if wide else torch.float32
+    norms = torch.stack(_norm_list(tensors, dtype=dtype))
     small = norms < NORM_SAFE_MIN
     if nonzero is not None:
         small &= nonzero > 0
@@ -363,5 +370,13 @@ def _safe_norms(tensors: list[Tensor], nonzero: Tensor | None = None) -> Tensor 
         return norms
     norms = norms.double()
     for i in redo.nonzero().flatten().tolist():
-        norms[i] = torch.linalg.vector_norm(tensors[i], dtype=torch.float64)
+        if tensors[i].dtype != torch.float64 and dtype != torch.float64:
+            # (a norm accumulated in float64 is right as it is)
+            norms[i] = torch.linalg.vector_norm(tensors[i], dtype=torch.float64)
     return norms
+
+
+def _reads_free(t: Tensor) -> bool:
+    """Whether reading *t*'s values on the host costs nothing (it lives on the CPU): the
+    per-batch paths read small results only there; elsewhere a read waits for the device."""
+    return t.device.type == "cpu"

@@ -142,7 +142,8 @@ class RecurrentMonitor:
             x, lengths = pad_packed_sequence(x, batch_first=True)
             out, _ = pad_packed_sequence(out, batch_first=True)
             steps = torch.arange(x.shape[1], device=lengths.device)
-            mask = (steps[None, :] < lengths[:, None]).to(x.device)
+            # (lengths live on the CPU; the copy to the device needs no sync: see below)
+            mask = (steps[None, :] < lengths[:, None]).to(x.device, non_blocking=_async(x))
         elif isinstance(x, Tensor):
             if x.dim() == 2:  # unbatched [T, F]
                 x, out = x.unsqueeze(0), out.unsqueeze(0)
@@ -160,7 +161,12 @@ class RecurrentMonitor:
         layer_input = x.to(out.dtype) if x.is_floating_point() else x.float()
         consumer = path in {c.module for c in self.activations.structure.consumers.values()}
         drawn = _draw_steps(t, self.random)
-        steps = torch.tensor(drawn, device=x.device) if drawn is not None else None
+        # drawn on the host (one seeded generator for every device); copied to the device
+        # without waiting for it: a copy from pageable host memory is staged at once, and
+        # a blocking one would synchronize with every kernel queued before it
+        steps = None
+        if drawn is not None:
+            steps = torch.tensor(drawn).to(x.device, non_blocking=_async(x))
         for layer in range(module.num_layers):
             if layer == module.num_layers - 1:
                 layer_out = out
@@ -186,6 +192,13 @@ class RecurrentMonitor:
                     blocks = [(f"{path}:{where}.{gate}", path, fn) for gate, fn in gates]
                     self.activations.observe_blocks(z, blocks, fed_by=fed_by)
             layer_input = layer_out
+
+
+def _async(t: Tensor) -> bool:
+    """Whether a small host-to-device copy to *t*'s device may be non-blocking: on CUDA a
+    copy from pageable memory is staged before the call returns (safe, no sync); other
+    backends keep the blocking copy."""
+    return t.device.type in ("cuda", "meta")  # meta: no data, nothing to wait for
 
 
 def _draw_steps(t: int, rng: random.Random) -> list[int] | None:
