@@ -142,8 +142,8 @@ class RecurrentMonitor:
             x, lengths = pad_packed_sequence(x, batch_first=True)
             out, _ = pad_packed_sequence(out, batch_first=True)
             steps = torch.arange(x.shape[1], device=lengths.device)
-            # (lengths live on the CPU; the copy to the device needs no sync: see below)
-            mask = (steps[None, :] < lengths[:, None]).to(x.device, non_blocking=_async(x))
+            # (lengths live on the CPU)
+            mask = _to_device(steps[None, :] < lengths[:, None], x.device)
         elif isinstance(x, Tensor):
             if x.dim() == 2:  # unbatched [T, F]
                 x, out = x.unsqueeze(0), out.unsqueeze(0)
@@ -161,12 +161,8 @@ class RecurrentMonitor:
         layer_input = x.to(out.dtype) if x.is_floating_point() else x.float()
         consumer = path in {c.module for c in self.activations.structure.consumers.values()}
         drawn = _draw_steps(t, self.random)
-        # drawn on the host (one seeded generator for every device); copied to the device
-        # without waiting for it: a copy from pageable host memory is staged at once, and
-        # a blocking one would synchronize with every kernel queued before it
-        steps = None
-        if drawn is not None:
-            steps = torch.tensor(drawn).to(x.device, non_blocking=_async(x))
+        # drawn on the host (one seeded generator for every device), copied without a sync
+        steps = _to_device(torch.tensor(drawn), x.device) if drawn is not None else None
         for layer in range(module.num_layers):
             if layer == module.num_layers - 1:
                 layer_out = out
@@ -194,11 +190,16 @@ class RecurrentMonitor:
             layer_input = layer_out
 
 
-def _async(t: Tensor) -> bool:
-    """Whether a small host-to-device copy to *t*'s device may be non-blocking: on CUDA a
-    copy from pageable memory is staged before the call returns (safe, no sync); other
-    backends keep the blocking copy."""
-    return t.device.type in ("cuda", "meta")  # meta: no data, nothing to wait for
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
+    """A small host tensor on *device*, copied without waiting for the device where that is
+    known to be safe. A blocking copy from the host waits for every kernel queued before
+    it (a synchronization per batch); on CUDA the tensor is staged in pinned memory (from
+    torch's caching host allocator, which keeps it until the copy has run) and copied
+    non-blocking. Other backends take the plain copy; on ``meta`` there is nothing to wait
+    for."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device, non_blocking=device.type == "meta")
 
 
 def _draw_steps(t: int, rng: random.Random) -> list[int] | None:
