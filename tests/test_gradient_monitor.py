@@ -275,3 +275,26 @@ def test_norms_of_mixed_precisions(monkeypatch, host_reads):
     for stats, x in zip(monitor.results(), grads, strict=True):
         exact = float(np.sqrt((x.double().numpy() ** 2).sum()))
         assert stats.grad_norm == pytest.approx(exact, rel=1e-4, abs=0.0)
+
+
+def test_sparse_gradients_count_their_unstored_entries_as_zeros():
+    # a sparse COO gradient with a repeated index (uncoalesced: its values add up) and a
+    # stored zero, for a plain parameter and for the input layer's weight (whose shares
+    # need its dense shape)
+    indices = torch.tensor([[0, 0, 2, 3], [1, 1, 0, 4]])
+    values = torch.tensor([1.0, 2.0, -4.0, 0.0])
+    grad = torch.sparse_coo_tensor(indices, values, (5, 6), check_invariants=True)
+    dense = grad.to_dense().double().numpy()
+    for share in (False, True):
+        w = nn.Parameter(torch.zeros(5, 6))
+        monitor = gm.GradientMonitor([("w", w)], torch.device("cpu"))
+        if share:
+            monitor.watch_input_layer({"w"}, 6)
+        monitor.update([grad])
+        monitor.update([grad])
+        (stats,) = monitor.results()
+        assert stats.grad_norm == pytest.approx(math.sqrt((dense**2).sum()))
+        assert stats.zero_fraction == pytest.approx((dense == 0).mean())
+        if share:
+            columns = (dense**2).sum(0)
+            assert stats.feature_share == pytest.approx(tuple(columns / columns.sum()))

@@ -401,3 +401,45 @@ def test_labels_the_model_takes_are_targets_not_features():
     assert report.verdict == Verdict.OK and not report.findings
     # the empirical label entropy of 64 draws from 100 classes (at most ln 64 = 4.16)
     assert report.loss.kind == "model" and 3.5 < report.loss.baseline <= 4.16
+
+
+class SparseEmbedding(nn.Module):
+    """Ids into an embedding bag of sparse gradients (recommendation models), numbers into
+    a linear layer."""
+
+    def __init__(self, sparse: bool) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(40, 6, sparse=sparse)
+        self.num = nn.Linear(3, 6)
+        self.out = nn.Linear(6, 1)
+
+    def forward(self, ids, x):
+        return self.out(torch.tanh(self.num(x)) + self.emb(ids).mean(1))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4], ids=["scaled", "raw"])
+def test_sparse_embedding_gradients_measure_as_their_dense_twin(scale):
+    # nn.Embedding(sparse=True) gives sparse COO gradients (ids repeat within a batch:
+    # uncoalesced); they failed both gradient paths. Measured, they give what the same
+    # model with a dense embedding gives, and the trial runs on them
+    g = _gen(11)
+    batches = [
+        (
+            (torch.randint(0, 40, (16, 5), generator=g), torch.randn(16, 3, generator=g) * scale),
+            torch.randn(16, 1, generator=g),
+        )
+        for _ in range(4)
+    ]
+    dense = _seeded(3, lambda: SparseEmbedding(sparse=False))
+    sparse = _seeded(3, lambda: SparseEmbedding(sparse=True))
+    reports = [_diagnose(m, batches, trial=scale > 1) for m in (dense, sparse)]
+    assert [f.code for f in reports[1].findings] == [f.code for f in reports[0].findings]
+    assert reports[1].verdict == reports[0].verdict
+    for a, b in zip(*(r.measurements.gradients for r in reports), strict=True):
+        assert b.grad_norm == pytest.approx(a.grad_norm, rel=1e-5)
+        assert b.zero_fraction == pytest.approx(a.zero_fraction, abs=1e-12)
+    emb = next(s for s in reports[1].measurements.gradients if s.name == "emb.weight")
+    assert 0.0 < emb.zero_fraction < 1.0  # rows of ids never drawn are zeros
+    if scale > 1:
+        assert reports[1].trial is not None and reports[0].trial is not None
+    assert sparse.emb.weight.grad is None

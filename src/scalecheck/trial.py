@@ -319,7 +319,9 @@ def _step(model: nn.Module, run: _Run, call: ModelCall, step: int) -> None:
             return
         grads = torch.autograd.grad(loss, trainable, allow_unused=True)
     for p, g in zip(trainable, grads, strict=True):
-        p.grad = g
+        # Adam takes dense gradients: a sparse one (nn.Embedding(sparse=True)) is made
+        # dense, as if the embedding were (both arms alike)
+        p.grad = g.to_dense() if g is not None and g.layout != torch.strided else g
     run.optimizer.step()
 
 

@@ -104,10 +104,13 @@ class GradientMonitor:
             return
         for i, _ in present:
             self._used[i] = True
-        if _small(present):
+        sparse = any(g.layout != torch.strided for _, g in present)
+        if not sparse and _small(present):
             self._push_small(present)
             return
         share = self._share_index
+        if sparse:
+            present = [(i, _stored(g, dense=i == share)) for i, g in present]
         with torch.no_grad():
             # the input layer's weight gets its squared norm from its per-feature squares
             # (one read fewer, and free of float32 underflow); the others from one foreach
@@ -285,6 +288,28 @@ class GradientMonitor:
 #: The smallest total of the input layer's float32 squared gradient kept as computed
 #: directly (see :meth:`GradientMonitor._add_share`).
 _DIRECT_MIN = 2.0**-60
+
+
+def _stored(g: Tensor, dense: bool = False) -> Tensor:
+    """A gradient with the same squared norm and the same non-zero entries as *g*, for the
+    per-batch statistics: a sparse COO gradient (``nn.Embedding(sparse=True)``) is
+    represented by its coalesced values (the entries it does not store are zeros, and the
+    statistics count them against the parameter's size), other sparse layouts and the
+    input layer's weight (whose shares need its shape) are made dense. On a GPU,
+    coalescing reads the number of distinct indices back (a synchronization per batch, for
+    sparse gradients only); the dense alternative would allocate the whole table's
+    gradient every batch, which is what sparse embeddings exist to avoid.
+
+    Example:
+        >>> g = torch.sparse_coo_tensor([[0, 0, 2]], [1.0, 2.0, 0.0], (4,), check_invariants=True)
+        >>> _stored(g).tolist(), _stored(g, dense=True).tolist()
+        ([3.0, 0.0], [3.0, 0.0, 0.0, 0.0])
+    """
+    if g.layout == torch.strided:
+        return g
+    if g.layout == torch.sparse_coo and not dense:
+        return g.coalesce().values()
+    return g.to_dense()
 
 
 def _small(present: list[tuple[int, Tensor]]) -> bool:
