@@ -581,6 +581,26 @@ def test_kappa_of_collinear_or_constant_features():
     )
 
 
+@pytest.mark.parametrize("offset", [1e150, 1e155, 1e200])
+def test_kappa_of_features_whose_squares_overflow(offset):
+    # two correlated float64 features at |mean| ~ offset, spread offset / 1000, around the
+    # shift the monitor takes (its first batch's mean): beyond
+    # ~1e154, mu mu^T overflows and LAPACK failed to converge (an SC001, and the input's
+    # results were lost). The raw condition number is then beyond every threshold; the
+    # standardized one is the correlation matrix's, as at any offset. No numpy warning
+    g = torch.Generator().manual_seed(0)
+    base, noise = torch.randn(2, 200, 1, generator=g, dtype=torch.float64)
+    x = torch.cat([base, 0.6 * base + 0.8 * noise], 1)
+    far = x * (offset / 1e3) + offset
+    raw, standardized = kappa_from_gram(batch_gram(far, far[:16].mean(0)))  # as monitored
+    assert raw is not None and raw > 1e20
+    if offset < 1e160:
+        ref = kappa_from_gram(batch_gram(x, x.mean(0)))[1]
+        assert standardized == pytest.approx(ref, rel=1e-6)
+    else:  # the spread's squares overflow too: no correlation to report
+        assert standardized is None
+
+
 def test_stash_copies_rows_into_its_buffer_and_lays_it_out_again_when_shapes_change():
     from scalecheck.monitors._kernels import Stash
 

@@ -347,6 +347,13 @@ def kappa_from_gram(gram: Gram) -> tuple[float | None, float | None]:
     n = float(gram.n.cpu())
     if n <= 0:
         return None, None
+    # non-finite intermediate values (squares of features beyond ~1e154 overflow float64)
+    # are handled below, explicitly; numpy's warnings about them would only be noise
+    with np.errstate(all="ignore"):
+        return _kappas(gram, n)
+
+
+def _kappas(gram: Gram, n: float) -> tuple[float | None, float | None]:
     # assembled in numpy (matrices of at most 65 x 65: each torch operation's dispatch
     # costs more than its arithmetic) and decomposed by torch.linalg, the three symmetric
     # eigenproblems in one batched call (they take most of the 1.3 ms this costs)
@@ -378,6 +385,11 @@ def kappa_from_gram(gram: Gram) -> tuple[float | None, float | None]:
         eig = torch.linalg.eigvalsh(torch.from_numpy(standard)).numpy()
         return math.inf, float(eig[-1]) / float(eig[0]) if eig[0] > 0 else math.inf
     second, inverse = matrices
+    if not (np.isfinite(second).all() and np.isfinite(inverse).all()):
+        # features so far out (|mean| or spread beyond ~1e154) that mu mu^T overflows:
+        # the raw condition number lies beyond any threshold; the standardized one is fine
+        eig = torch.linalg.eigvalsh(torch.from_numpy(standard)).numpy()
+        return math.inf, float(eig[-1]) / float(eig[0]) if eig[0] > 0 else math.inf
     eig = torch.linalg.eigvalsh(torch.from_numpy(np.stack([second, inverse, standard]))).numpy()
     raw = float(eig[0, -1]) * float(eig[1, -1])
     big, small = float(eig[2, -1]), float(eig[2, 0])
