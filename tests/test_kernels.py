@@ -601,6 +601,21 @@ def test_kappa_of_features_whose_squares_overflow(offset):
         assert standardized is None
 
 
+def test_a_feature_whose_squared_deviations_overflow_is_not_left_out():
+    # one feature spread over ~1e197 next to two normal ones: its centred squares overflow
+    # (its variance came out NaN, and it was left out as if constant: kappa ~1.4 for the
+    # two others); per feature, its kappa was cleared by the trace bound (inf <= inf)
+    from scalecheck.measurements import kappa_above
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, generator=g, dtype=torch.float64)
+    x[:, 0] = x[:, 0] * 1e197 + 1e200
+    assert kappa_from_gram(batch_gram(x, x[:16].mean(0))) == (math.inf, None)
+    assert kappa_above(1e200, 1e197, 1e3) == math.inf
+    assert kappa_above(0.0, 1e160, 1e3) == math.inf
+    assert kappa_above(0.0, 1.0, 1e3) is None
+
+
 def test_stash_copies_rows_into_its_buffer_and_lays_it_out_again_when_shapes_change():
     from scalecheck.monitors._kernels import Stash
 

@@ -126,3 +126,50 @@ def test_log_arm_runs_for_features_spanning_decades():
 def test_invalid_trial_options_are_explained(bad):
     with pytest.raises(scalecheck.InvalidArgumentError, match="trial"):
         scalecheck.diagnose(ref.make_model(seed=0), ref.make_loader(), trial=bad)
+
+
+class _Lookup(nn.Module):
+    """An embedding of sparse gradients scaled by a numeric input: its only parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(40, 3, sparse=True)
+
+    def forward(self, ids, x):
+        return (self.emb(ids) * x.unsqueeze(1)).sum((1, 2)).unsqueeze(1)
+
+
+def _lookup_batches():
+    g = torch.Generator().manual_seed(5)
+    return [
+        (
+            (torch.randint(0, 40, (16, 4), generator=g), torch.randn(16, 1, generator=g) * 1e4),
+            torch.randn(16, 1, generator=g),
+        )
+        for _ in range(4)
+    ]
+
+
+@pytest.mark.parametrize("optimizer", ["built-in", "sparse-adam", "failing"])
+def test_trial_with_sparse_gradients(optimizer):
+    # the built-in Adam gets sparse gradients made dense; a user's optimizer gets them as
+    # they are (SparseAdam refuses dense ones); an optimizer that fails on its step is
+    # reported as such, not as a raw error from inside the trial
+    def failing(params):
+        class Failing(torch.optim.SGD):
+            def step(self, closure=None):
+                raise RuntimeError("no step today")
+
+        return Failing(params, lr=0.1)
+
+    factories = {"built-in": None, "sparse-adam": torch.optim.SparseAdam, "failing": failing}
+    options = TrialOptions(steps=20, optimizer=factories[optimizer])
+    model = _Lookup()
+    before = model.emb.weight.detach().clone()
+    if optimizer == "failing":
+        with pytest.raises(scalecheck.ModelError, match="optimizer raised RuntimeError"):
+            scalecheck.diagnose(model, _lookup_batches(), trial=options, strict=True)
+    else:
+        report = scalecheck.diagnose(model, _lookup_batches(), trial=options, strict=True)
+        assert report.trial is not None and report.trial.arms
+    assert torch.equal(model.emb.weight, before) and model.emb.weight.grad is None

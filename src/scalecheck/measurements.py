@@ -83,7 +83,8 @@ def kappa_above(mean: float | None, std: float | None, level: float) -> float | 
     if mean is None or std is None:
         return None
     var, trace = _var_trace(mean, std)
-    if var > 0 and trace * trace <= level * var:
+    # (a trace or variance that overflowed, beyond ~1e154, clears nothing: inf <= inf)
+    if math.isfinite(trace) and var > 0 and trace * trace <= level * var:
         return None
     k = feature_kappa(mean, std)
     return k if k is not None and k > level else None

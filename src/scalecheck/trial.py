@@ -318,11 +318,22 @@ def _step(model: nn.Module, run: _Run, call: ModelCall, step: int) -> None:
             run.diverged = True
             return
         grads = torch.autograd.grad(loss, trainable, allow_unused=True)
+    dense = isinstance(run.optimizer, FunctionalAdam)
     for p, g in zip(trainable, grads, strict=True):
-        # Adam takes dense gradients: a sparse one (nn.Embedding(sparse=True)) is made
-        # dense, as if the embedding were (both arms alike)
-        p.grad = g.to_dense() if g is not None and g.layout != torch.strided else g
-    run.optimizer.step()
+        # the built-in Adam takes dense gradients: a sparse one (nn.Embedding(sparse=True))
+        # is made dense for it, as if the embedding were (both arms alike); a user's
+        # optimizer (SparseAdam) gets what it gets in training
+        sparse = g is not None and g.layout != torch.strided
+        p.grad = g.to_dense() if dense and sparse else g
+    try:
+        run.optimizer.step()
+    except ScaleCheckError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"the training trial's optimizer raised {type(exc).__name__} on its step "
+            f"{step} ({run.arm} inputs): {exc}"
+        ) from exc
 
 
 def _evaluate(model: nn.Module, run: _Run, calls: Sequence[ModelCall]) -> float | None:

@@ -365,7 +365,10 @@ def _kappas(gram: Gram, n: float) -> tuple[float | None, float | None]:
     cov = (cov + cov.T) / 2
     mu = shift + centred_mean
     sd = np.sqrt(np.clip(np.diagonal(cov), 0.0, None))
-    keep = np.flatnonzero(sd > 0)
+    # constant features (sd 0) are left out; a NaN sd (squared deviations beyond ~1e154
+    # overflowed: inf - inf) is kept, and the check below then reports the matrix as
+    # beyond every threshold
+    keep = np.flatnonzero(~(sd <= 0))
     if keep.size == 0:
         return math.inf, None
     cov, mu, sd = cov[np.ix_(keep, keep)], mu[keep], sd[keep]
