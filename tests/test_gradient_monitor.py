@@ -261,7 +261,7 @@ def test_norms_of_mixed_precisions(monkeypatch, host_reads):
     # the path taken off the CPU (float64 accumulation, nothing read back), run on the CPU
     monkeypatch.setattr(gm, "SMALL_GRADIENTS", 0)
     if not host_reads:
-        monkeypatch.setattr(gm, "_reads_free", lambda t: False)
+        monkeypatch.setattr(gm, "reads_free", lambda t: False)
     g = torch.Generator().manual_seed(2)
     grads = [
         (torch.randn(300, 300, generator=g) * 1e-25).bfloat16(),

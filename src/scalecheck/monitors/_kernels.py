@@ -54,6 +54,7 @@ __all__ = [
     "masked_moments",
     "merge_gram",
     "merge_moments",
+    "reads_free",
     "shifted_sums",
     "sum_over",
     "variance",
@@ -712,6 +713,18 @@ class Stash:
 
     def __len__(self) -> int:
         return self.filled
+
+
+def reads_free(t: Tensor) -> bool:
+    """Whether reading *t*'s values on the host costs nothing (it lives on the CPU). The
+    per-batch paths read small results (a range, a few norms) only then; on another device
+    a read waits for every queued kernel, a host sync per batch.
+
+    Example:
+        >>> reads_free(torch.zeros(2)), reads_free(torch.zeros(2, device="meta"))
+        (True, False)
+    """
+    return t.device.type == "cpu"
 
 
 def _plain(x: Tensor, valid: Tensor | None, weight: Tensor | None) -> bool:

@@ -49,6 +49,7 @@ from ._kernels import (
     Stash,
     Workspace,
     fused_mean_var,
+    reads_free,
     shifted_sums,
     sum_over,
 )
@@ -448,7 +449,7 @@ class ActivationMonitor:
         # The ranges are read on the CPU only (elsewhere the read would be a host sync per
         # batch): every band is counted there
         crossed = [True, True]
-        if z.device.type == "cpu":
+        if reads_free(z):
             ranges = list(zip(lo.tolist(), hi.tolist(), strict=True))
             crossed = [
                 any(
@@ -736,8 +737,8 @@ class ActivationMonitor:
             if site.exact is not None and site.near is not None:
                 # reading the range is free on the CPU only; elsewhere it would wait for
                 # the device (a host sync per site and batch), and every band is counted
-                on_cpu = zd.device.type == "cpu"
-                lowest, highest = _extremes(site.moments.last_range if on_cpu else None)
+                free = reads_free(zd)
+                lowest, highest = _extremes(site.moments.last_range if free else None)
                 counts = []
                 for band in (site.exact, site.near):
                     if counts and band == site.exact:

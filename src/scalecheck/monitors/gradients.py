@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..measurements import GradientStats
-from ._kernels import DEFER_BATCHES, Stash, Workspace
+from ._kernels import DEFER_BATCHES, Stash, Workspace, reads_free
 
 __all__ = ["NORM_SAFE_MIN", "SMALL_GRADIENTS", "GradientMonitor"]
 
@@ -121,7 +121,7 @@ class GradientMonitor:
             # whose float32 squares underflowed; only read where reading is free (indexing
             # a device tensor with a host list would copy the list over, a sync)
             nonzero = None
-            if _reads_free(counts):
+            if reads_free(counts):
                 keep = [k for k, (i, _) in enumerate(present) if i != share]
                 nonzero = counts if len(keep) == len(present) else counts[keep]
             norms = _safe_norms([g for _, g in others], nonzero)
@@ -379,7 +379,7 @@ def _safe_norms(tensors: list[Tensor], nonzero: Tensor | None = None) -> Tensor 
     """
     if not tensors:
         return None
-    if not _reads_free(tensors[0]):
+    if not reads_free(tensors[0]):
         return torch.stack(_norm_list(tensors, dtype=torch.float64))
     dtype = None
     if any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors):
@@ -399,9 +399,3 @@ def _safe_norms(tensors: list[Tensor], nonzero: Tensor | None = None) -> Tensor 
             # (a norm accumulated in float64 is right as it is)
             norms[i] = torch.linalg.vector_norm(tensors[i], dtype=torch.float64)
     return norms
-
-
-def _reads_free(t: Tensor) -> bool:
-    """Whether reading *t*'s values on the host costs nothing (it lives on the CPU): the
-    per-batch paths read small results only there; elsewhere a read waits for the device."""
-    return t.device.type == "cpu"

@@ -384,15 +384,13 @@ def _kappas(gram: Gram, n: float) -> tuple[float | None, float | None]:
     standard = np.zeros((k + 1, k + 1))
     standard[:k, :k] = cov / np.outer(sd, sd)
     standard[k, k] = 1.0
-    if matrices is None:  # collinear features: the raw matrix is singular
+    if matrices is None or not all(np.isfinite(m).all() for m in matrices):
+        # collinear features (the raw matrix is singular), or features so far out (|mean|
+        # or spread beyond ~1e154) that mu mu^T overflows: the raw condition number lies
+        # beyond any threshold; the standardized one is still computed
         eig = torch.linalg.eigvalsh(torch.from_numpy(standard)).numpy()
         return math.inf, float(eig[-1]) / float(eig[0]) if eig[0] > 0 else math.inf
     second, inverse = matrices
-    if not (np.isfinite(second).all() and np.isfinite(inverse).all()):
-        # features so far out (|mean| or spread beyond ~1e154) that mu mu^T overflows:
-        # the raw condition number lies beyond any threshold; the standardized one is fine
-        eig = torch.linalg.eigvalsh(torch.from_numpy(standard)).numpy()
-        return math.inf, float(eig[-1]) / float(eig[0]) if eig[0] > 0 else math.inf
     eig = torch.linalg.eigvalsh(torch.from_numpy(np.stack([second, inverse, standard]))).numpy()
     raw = float(eig[0, -1]) * float(eig[1, -1])
     big, small = float(eig[2, -1]), float(eig[2, 0])
