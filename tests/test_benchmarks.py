@@ -1,0 +1,98 @@
+"""The benchmark scripts still run against the package as it is.
+
+Speed is measured by the scripts in ``benchmarks/``, never here: these tests run each script
+once on the reference workload with two batches and one repeat, and check that it printed
+its table, so a renamed function or argument breaks the suite instead of the next
+measurement. (``ablate.py`` switches monitors off by patching their per-batch methods by
+name, ``paired.py`` imports a second copy of the package: both depend on internals.)
+"""
+
+from __future__ import annotations
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+import scalecheck
+from scalecheck.monitors import activations, gradients, inputs, recurrent
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SRC = Path(scalecheck.__file__).resolve().parent.parent
+
+
+def _run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str) -> str:
+    script = BENCHMARKS / argv[0]
+    monkeypatch.setattr(sys, "argv", [str(script), *argv[1:]])
+    # the scripts import their sibling overhead.py from the benchmarks folder
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:  # overhead.py ends with sys.exit(main())
+        assert exc.code in (0, None), capsys.readouterr()
+    return capsys.readouterr().out
+
+
+def test_overhead_prints_the_ratio_with_its_range(capsys, monkeypatch):
+    out = _run(
+        capsys,
+        monkeypatch,
+        "overhead.py",
+        "--workloads",
+        "reference",
+        "--ks",
+        "2",
+        "--repeats",
+        "1",
+    )
+    row = next(line for line in out.splitlines() if line.startswith("reference"))
+    # workload, K, plain s, diagnose s, ratio, min-max, extra ms per batch, extra MB
+    assert re.match(r"reference\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+[\d.]+-[\d.]+\s+-?[\d.]+", row)
+
+
+def test_overhead_memory_and_trial(capsys, monkeypatch):
+    # --memory measures each run's peak RSS in a child process running this script
+    out = _run(
+        capsys,
+        monkeypatch,
+        "overhead.py",
+        *("--workloads", "reference", "--ks", "2", "--repeats", "1", "--memory", "--trial"),
+    )
+    row = next(line for line in out.splitlines() if line.startswith("reference"))
+    assert len(row.split()) == 8  # the extra MB column
+    assert re.search(r"the trial adds -?[\d.]+ s", out)
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("stages.py", "model backward"),
+        ("ablate.py", "every monitor off"),
+        ("opdiff.py", "extra self time"),
+    ],
+)
+def test_profiling_scripts_run(capsys, monkeypatch, script, expected):
+    out = _run(capsys, monkeypatch, script, "reference", "--k", "2", "--repeats", "1")
+    assert expected in out
+
+
+def test_ablate_restores_the_monitors(capsys, monkeypatch):
+    methods = [
+        (activations.ActivationMonitor, "_update"),
+        (gradients.GradientMonitor, "update"),
+        (inputs.InputMonitor, "update"),
+        (recurrent.RecurrentMonitor, "run"),
+    ]
+    before = [getattr(owner, name) for owner, name in methods]
+    _run(capsys, monkeypatch, "ablate.py", "reference", "--k", "2", "--repeats", "1")
+    assert [getattr(owner, name) for owner, name in methods] == before
+
+
+def test_paired_compares_two_copies(capsys, monkeypatch):
+    out = _run(
+        capsys, monkeypatch, "paired.py", str(SRC), "reference", "--k", "2", "--repeats", "1"
+    )
+    assert "this - other, wall time" in out
+    assert "this - other, CPU time" in out
