@@ -73,8 +73,23 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model, batches, loss_fn = overhead.WORKLOADS[args.workload](args.k)
     totals: dict[str, float] = collections.defaultdict(float)
-    for owner, attr, label in STAGES:
-        setattr(owner, attr, _timed(getattr(owner, attr), label, totals))
+    original = [getattr(owner, attr) for owner, attr, _ in STAGES]
+    for (owner, attr, label), fn in zip(STAGES, original, strict=True):
+        setattr(owner, attr, _timed(fn, label, totals))
+    try:
+        _measure(args, model, batches, loss_fn, totals)
+    finally:  # the package is left as it was found
+        for (owner, attr, _), fn in zip(STAGES, original, strict=True):
+            setattr(owner, attr, fn)
+
+
+def _measure(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    batches: list[Any],
+    loss_fn: Any,
+    totals: dict[str, float],
+) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     plain: dict[str, float] = collections.defaultdict(float)
 

@@ -17,13 +17,16 @@ from pathlib import Path
 import pytest
 
 import scalecheck
-from scalecheck.monitors import activations, gradients, inputs, recurrent
+from scalecheck.monitors import activations, gradients, inputs, loss, recurrent
+from scalecheck.session import _run
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SRC = Path(scalecheck.__file__).resolve().parent.parent
 
 
-def _run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str) -> str:
+def _run_script(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *argv: str
+) -> str:
     script = BENCHMARKS / argv[0]
     monkeypatch.setattr(sys, "argv", [str(script), *argv[1:]])
     # the scripts import their sibling overhead.py from the benchmarks folder
@@ -36,7 +39,7 @@ def _run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *a
 
 
 def test_overhead_prints_the_ratio_with_its_range(capsys, monkeypatch):
-    out = _run(
+    out = _run_script(
         capsys,
         monkeypatch,
         "overhead.py",
@@ -54,7 +57,7 @@ def test_overhead_prints_the_ratio_with_its_range(capsys, monkeypatch):
 
 def test_overhead_memory_and_trial(capsys, monkeypatch):
     # --memory measures each run's peak RSS in a child process running this script
-    out = _run(
+    out = _run_script(
         capsys,
         monkeypatch,
         "overhead.py",
@@ -74,24 +77,30 @@ def test_overhead_memory_and_trial(capsys, monkeypatch):
     ],
 )
 def test_profiling_scripts_run(capsys, monkeypatch, script, expected):
-    out = _run(capsys, monkeypatch, script, "reference", "--k", "2", "--repeats", "1")
+    out = _run_script(capsys, monkeypatch, script, "reference", "--k", "2", "--repeats", "1")
     assert expected in out
 
 
-def test_ablate_restores_the_monitors(capsys, monkeypatch):
+@pytest.mark.parametrize("script", ["ablate.py", "stages.py"])
+def test_patching_scripts_restore_the_package(capsys, monkeypatch, script):
+    # ablate.py switches monitors off and stages.py wraps them with timers, both by
+    # patching the package's methods: run in one process, they must put them back
     methods = [
         (activations.ActivationMonitor, "_update"),
         (gradients.GradientMonitor, "update"),
         (inputs.InputMonitor, "update"),
+        (loss.LossMonitor, "compute"),
         (recurrent.RecurrentMonitor, "run"),
+        (_run, "_forward"),
+        (_run, "_gradients"),
     ]
     before = [getattr(owner, name) for owner, name in methods]
-    _run(capsys, monkeypatch, "ablate.py", "reference", "--k", "2", "--repeats", "1")
+    _run_script(capsys, monkeypatch, script, "reference", "--k", "2", "--repeats", "1")
     assert [getattr(owner, name) for owner, name in methods] == before
 
 
 def test_paired_compares_two_copies(capsys, monkeypatch):
-    out = _run(
+    out = _run_script(
         capsys, monkeypatch, "paired.py", str(SRC), "reference", "--k", "2", "--repeats", "1"
     )
     assert "this - other, wall time" in out
