@@ -81,6 +81,17 @@ def test_profiling_scripts_run(capsys, monkeypatch, script, expected):
     assert expected in out
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="getrusage is Unix only")
+def test_stages_counts_page_faults(capsys, monkeypatch):
+    out = _run_script(
+        capsys, monkeypatch, "stages.py", "reference", "--k", "2", "--repeats", "1", "--faults"
+    )
+    assert "minor page faults per batch" in out
+    backward = next(line for line in out.splitlines() if "model backward" in line)
+    ms, faults = (float(v) for v in backward.split()[-2:])  # two columns: time and faults
+    assert ms >= 0 and faults >= 0
+
+
 @pytest.mark.parametrize("script", ["ablate.py", "stages.py"])
 def test_patching_scripts_restore_the_package(capsys, monkeypatch, script):
     # ablate.py switches monitors off and stages.py wraps them with timers, both by
