@@ -14,7 +14,9 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import scalecheck
 from scalecheck.monitors import activations, gradients, inputs, loss, recurrent
@@ -79,6 +81,40 @@ def test_overhead_memory_and_trial(capsys, monkeypatch):
 def test_profiling_scripts_run(capsys, monkeypatch, script, expected):
     out = _run_script(capsys, monkeypatch, script, "reference", "--k", "2", "--repeats", "1")
     assert expected in out
+
+
+def test_fused_probe_runs_with_its_reference(capsys, monkeypatch):
+    # the compiled kernel needs a compiler and a minute to build: the script's variants run
+    # here with the torch reference in its place, and must leave the package as it was
+    methods = [
+        (activations.ActivationMonitor, "_update"),
+        (inputs.InputMonitor, "update"),
+        (gradients.GradientMonitor, "update"),
+    ]
+    before = [getattr(owner, name) for owner, name in methods]
+    out = _run_script(
+        capsys,
+        monkeypatch,
+        "fused_probe.py",
+        *("reference", "--k", "2", "--repeats", "1", "--reference-kernel"),
+    )
+    assert "not a fused pass" in out
+    assert re.search(r"every monitor as one call per tensor\s+[\d.]+ ms per batch\s+[\d.]+x", out)
+    assert [getattr(owner, name) for owner, name in methods] == before
+
+
+def test_fused_probe_reference_statistics_match_numpy():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import fused_probe
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    z = torch.tensor([[1.5, -2.0, 0.0], [-0.5, 4.0, -1.0]])
+    s1, s2, below, extremes = fused_probe.reference(z)
+    a = z.double().numpy()
+    np.testing.assert_array_equal(s1.numpy(), a.sum(0))
+    np.testing.assert_array_equal(s2.numpy(), (a * a).sum(0))
+    assert below.tolist() == [1.0, 1.0, 1.0] and extremes.tolist() == [-2.0, 4.0]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="getrusage is Unix only")
