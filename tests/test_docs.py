@@ -107,5 +107,5 @@ def test_docs_build_strictly(tmp_path):
     assert "&gt;&gt;&gt;" in api and "Examples" in api
     # the math page carries the generated thresholds table
     assert "9.01084" in page("math")
-    for how in ("notebook", "ci", "json"):
+    for how in ("notebook", "ci", "json", "cost"):
         assert page(f"howto/{how}")
