@@ -19,6 +19,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,47 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _switch_off(names: tuple[str, ...], original: dict[str, Any]) -> None:
-    for name, (owner, attr) in MONITORS.items():
-        setattr(owner, attr, _nothing if name in names else original[name])
-
-
-def _nothing(*args: Any, **kwargs: Any) -> None:
+def nothing(*args: Any, **kwargs: Any) -> None:
+    """A monitor's per-batch method switched off."""
     return None
+
+
+def time_variants(
+    workload: overhead.Workload,
+    variants: dict[str, dict[str, Any]],
+    repeats: int,
+    after_each: Callable[[], None] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per call of the plain loop (``"plain"``) and of ``diagnose`` under each
+    variant, interleaved in one process (alternating order, a first round to warm up).
+
+    A variant maps monitor names of :data:`MONITORS` to what replaces their per-batch
+    method during its calls; the others keep theirs. The package's methods are put back
+    afterwards, also when a call raises. *after_each* runs after every timed call.
+    """
+    model, batches, loss_fn = workload
+    original = {name: getattr(owner, attr) for name, (owner, attr) in MONITORS.items()}
+    names = ["plain", *variants]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        for repeat in range(repeats + 1):
+            for name in names if repeat % 2 == 0 else reversed(names):
+                for monitor, (owner, attr) in MONITORS.items():
+                    replaced = variants.get(name, {}).get(monitor, original[monitor])
+                    setattr(owner, attr, replaced)
+                start = time.perf_counter()
+                if name == "plain":
+                    overhead.plain(model, batches, loss_fn)
+                else:
+                    overhead.run_diagnose(model, batches, loss_fn)
+                if repeat:
+                    times[name].append(time.perf_counter() - start)
+                if after_each is not None:
+                    after_each()
+    finally:  # the package is left as it was found
+        for monitor, (owner, attr) in MONITORS.items():
+            setattr(owner, attr, original[monitor])
+    return times
 
 
 def main() -> None:
@@ -66,24 +101,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, batches, loss_fn = overhead.WORKLOADS[args.workload](args.k)
-    original = {name: getattr(owner, attr) for name, (owner, attr) in MONITORS.items()}
-    names = ["plain", *VARIANTS]
-    times: dict[str, list[float]] = {name: [] for name in names}
-    try:
-        for repeat in range(args.repeats + 1):  # the first round warms up
-            for name in names if repeat % 2 == 0 else reversed(names):
-                if name == "plain":
-                    start = time.perf_counter()
-                    overhead.plain(model, batches, loss_fn)
-                else:
-                    _switch_off(VARIANTS[name], original)
-                    start = time.perf_counter()
-                    overhead.run_diagnose(model, batches, loss_fn)
-                if repeat:
-                    times[name].append(time.perf_counter() - start)
-    finally:
-        _switch_off((), original)
+    workload = overhead.WORKLOADS[args.workload](args.k)
+    variants = {name: dict.fromkeys(off, nothing) for name, off in VARIANTS.items()}
+    times = time_variants(workload, variants, args.repeats)
     plain = statistics.median(times["plain"])
     print(f"{args.workload}, K = {args.k}, {torch.get_num_threads()} threads, medians")
     print(f"  {'plain loop':34s} {plain * 1e3 / args.k:7.2f} ms per batch")

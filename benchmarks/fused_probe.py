@@ -37,9 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import ablate
 import overhead
-
-from scalecheck.monitors import activations, gradients, inputs
 
 KERNEL = r"""
 #include <torch/extension.h>
@@ -140,11 +139,9 @@ def check(kernel: Any) -> None:
         assert torch.equal(got[2], want[2]) and torch.equal(got[3], want[3]), shape
 
 
-MONITORS: dict[str, tuple[Any, str]] = {
-    "sites": (activations.ActivationMonitor, "_update"),
-    "inputs": (inputs.InputMonitor, "update"),
-    "gradients": (gradients.GradientMonitor, "update"),
-}
+#: The monitors the probe replaces (their per-batch methods: ``ablate.MONITORS``); the
+#: recurrent gates keep theirs.
+LEAN_MONITORS = ("sites", "inputs", "gradients")
 
 
 def lean_methods(kernel: Any, kept: list[Any]) -> dict[str, Any]:
@@ -177,10 +174,6 @@ def lean_methods(kernel: Any, kept: list[Any]) -> dict[str, Any]:
     return {"sites": site, "inputs": batch_inputs, "gradients": grads}
 
 
-def _nothing(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workload", choices=list(overhead.WORKLOADS))
@@ -210,28 +203,11 @@ def main() -> None:
         "diagnose": {},
         "  sites as one kernel call": {"sites": lean["sites"]},
         "  every monitor as one call per tensor": dict(lean),
-        "  every monitor off": dict.fromkeys(MONITORS, _nothing),
+        "  every monitor off": dict.fromkeys(LEAN_MONITORS, ablate.nothing),
     }
-    model, batches, loss_fn = overhead.WORKLOADS[args.workload](args.k)
-    original = {name: getattr(owner, attr) for name, (owner, attr) in MONITORS.items()}
+    workload = overhead.WORKLOADS[args.workload](args.k)
+    times = ablate.time_variants(workload, variants, args.repeats, after_each=kept.clear)
     names = ["plain", *variants]
-    times: dict[str, list[float]] = {name: [] for name in names}
-    try:
-        for repeat in range(args.repeats + 1):  # the first round warms up
-            for name in names if repeat % 2 == 0 else reversed(names):
-                for monitor, (owner, attr) in MONITORS.items():
-                    setattr(owner, attr, variants.get(name, {}).get(monitor, original[monitor]))
-                start = time.perf_counter()
-                if name == "plain":
-                    overhead.plain(model, batches, loss_fn)
-                else:
-                    overhead.run_diagnose(model, batches, loss_fn)
-                if repeat:
-                    times[name].append(time.perf_counter() - start)
-                kept.clear()
-    finally:  # the package is left as it was found
-        for monitor, (owner, attr) in MONITORS.items():
-            setattr(owner, attr, original[monitor])
     plain = times["plain"]
     print(f"{args.workload}, K = {args.k}, {torch.get_num_threads()} threads, medians")
     for name in names:
