@@ -178,6 +178,30 @@ def measure(name: str, k: int, repeats: int) -> dict[str, Any]:
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
         "extra_ms_per_batch": 1000 * (statistics.median(diags) - statistics.median(plains)) / k,
+        # each repeat's diagnose minus plain, for the fixed and marginal cost (see split)
+        "extra_s": [d - p for d, p in zip(diags, plains, strict=True)],
+    }
+
+
+def split(rows: list[dict[str, Any]]) -> dict[str, float] | None:
+    """A workload's extra time as ``fixed + marginal * K``: the least-squares line
+    (``scipy.stats.linregress``) through every repeat's extra seconds at every K, with
+    the standard errors, and the marginal cost as a ratio to the plain loop's time per
+    batch (at the largest K). None with fewer than two distinct K values."""
+    from scipy import stats
+
+    ks = [row["k"] for row in rows for _ in row["extra_s"]]
+    if len(set(ks)) < 2:
+        return None
+    fit = stats.linregress(ks, [e for row in rows for e in row["extra_s"]])
+    largest = max(rows, key=lambda row: row["k"])
+    plain_per_batch = largest["plain_s"] / largest["k"]
+    return {
+        "fixed_ms": 1000 * fit.intercept,
+        "fixed_ms_stderr": 1000 * fit.intercept_stderr,
+        "marginal_ms": 1000 * fit.slope,
+        "marginal_ms_stderr": 1000 * fit.stderr,
+        "marginal_ratio": 1 + fit.slope / plain_per_batch,
     }
 
 
@@ -294,9 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         header += f"{'extra MB':>10}"
     print(header)
     results = []
+    splits: dict[str, dict[str, float]] = {}
     for name in args.workloads:
+        rows = []
         for k in args.ks:
             row = measure(name, k, args.repeats)
+            rows.append(row)
             if args.memory:
                 row.update(memory(name, k))
             results.append(row)
@@ -308,6 +335,21 @@ def main(argv: list[str] | None = None) -> int:
             if args.memory:
                 line += f"{row['extra_mb']:>10.1f}"
             print(line, flush=True)
+        fitted = split(rows)
+        if fitted is not None:
+            splits[name] = fitted
+    if splits:
+        print(
+            "extra time = fixed + marginal x K (least squares over every repeat, "
+            "+- standard error):"
+        )
+        for name, f in splits.items():
+            print(
+                f"  {name:<12} fixed {f['fixed_ms']:7.1f} +- {f['fixed_ms_stderr']:.1f} ms per "
+                f"call, marginal {f['marginal_ms']:6.2f} +- {f['marginal_ms_stderr']:.2f} ms "
+                f"per batch (a batch at {f['marginal_ratio']:.2f}x the plain loop's)"
+            )
+        results.append({"split": splits})
     if args.trial:
         cost = trial_cost(args.repeats)
         results.append({"trial": cost})

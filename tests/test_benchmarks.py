@@ -57,6 +57,38 @@ def test_overhead_prints_the_ratio_with_its_range(capsys, monkeypatch):
     assert re.match(r"reference\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+[\d.]+-[\d.]+\s+-?[\d.]+", row)
 
 
+def test_overhead_splits_fixed_and_marginal_cost(capsys, monkeypatch):
+    # with two K values the extra time is fitted as fixed + marginal x K
+    out = _run_script(
+        capsys,
+        monkeypatch,
+        "overhead.py",
+        *("--workloads", "reference", "--ks", "2", "3", "--repeats", "2"),
+    )
+    assert re.search(
+        r"reference\s+fixed\s+-?[\d.]+ \+- [\d.]+ ms per call, marginal\s+-?[\d.]+ \+- [\d.]+ "
+        r"ms per batch \(a batch at -?[\d.]+x the plain loop's\)",
+        out,
+    ), out
+
+
+def test_split_recovers_a_known_line():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import overhead
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    # extra seconds exactly 0.010 + 0.002 K, plain loop 0.004 s per batch
+    rows = [
+        {"k": k, "plain_s": 0.004 * k, "extra_s": [0.010 + 0.002 * k] * 3} for k in (8, 32, 128)
+    ]
+    f = overhead.split(rows)
+    assert f is not None
+    assert f["fixed_ms"] == pytest.approx(10.0) and f["marginal_ms"] == pytest.approx(2.0)
+    assert f["marginal_ratio"] == pytest.approx(1.5)
+    assert overhead.split(rows[:1]) is None  # one K: nothing to fit
+
+
 def test_overhead_memory_and_trial(capsys, monkeypatch):
     # --memory measures each run's peak RSS in a child process running this script
     out = _run_script(
