@@ -3,7 +3,9 @@
 For each workload and each K (batches measured), the two are timed interleaved in one
 process (A B, B A, A B, ...) over the same K batches, and the script prints the median
 ratio with its min-max, the extra milliseconds per batch, and (with ``--memory``) the peak
-resident memory of each run measured in a fresh subprocess.
+resident memory of each run measured in a fresh subprocess. With two or more K values it
+then splits each workload's extra time into a fixed cost per call and a marginal cost per
+batch (a least-squares line over every repeat; see :func:`split`).
 
     python benchmarks/overhead.py                       # all workloads, K = 8 32 128
     python benchmarks/overhead.py --workloads cnn --ks 8 --repeats 3
