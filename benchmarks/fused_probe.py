@@ -139,13 +139,10 @@ def check(kernel: Any) -> None:
         assert torch.equal(got[2], want[2]) and torch.equal(got[3], want[3]), shape
 
 
-#: The monitors the probe replaces (their per-batch methods: ``ablate.MONITORS``); the
-#: recurrent gates keep theirs.
-LEAN_MONITORS = ("sites", "inputs", "gradients")
-
-
 def lean_methods(kernel: Any, kept: list[Any]) -> dict[str, Any]:
-    """Each monitor's per-batch entry point as one kernel call per tensor and one read."""
+    """The per-batch entry points of the activation sites, the input and the gradient
+    monitors (names of ``ablate.MONITORS``) as one kernel call per tensor and one read;
+    the recurrent gates keep theirs."""
 
     def one(t: torch.Tensor) -> torch.Tensor | None:
         t = t.detach()
@@ -196,14 +193,14 @@ def main() -> None:
         start = time.perf_counter()
         kernel = build(directory)
         print(f"built in {time.perf_counter() - start:.1f} s ({directory})")
-    check(kernel)
+        check(kernel)
     kept: list[Any] = []
     lean = lean_methods(kernel, kept)
     variants: dict[str, dict[str, Any]] = {
         "diagnose": {},
         "  sites as one kernel call": {"sites": lean["sites"]},
         "  every monitor as one call per tensor": dict(lean),
-        "  every monitor off": dict.fromkeys(LEAN_MONITORS, ablate.nothing),
+        "  every monitor off": dict.fromkeys(ablate.MONITORS, ablate.nothing),
     }
     workload = overhead.WORKLOADS[args.workload](args.k)
     times = ablate.time_variants(workload, variants, args.repeats, after_each=kept.clear)

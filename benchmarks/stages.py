@@ -26,6 +26,7 @@ import collections
 import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,11 @@ def _no_faults() -> int:
 
 
 def _timed(
-    fn: Any, label: str, totals: dict[str, float], faults: dict[str, int], count: Any
+    fn: Any,
+    label: str,
+    totals: dict[str, float],
+    faults: dict[str, int],
+    count: Callable[[], int],
 ) -> Any:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -116,7 +121,7 @@ def _measure(
     loss_fn: Any,
     totals: dict[str, float],
     faults: dict[str, int],
-    count: Any,
+    count: Callable[[], int],
 ) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     plain: dict[str, float] = collections.defaultdict(float)

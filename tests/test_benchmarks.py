@@ -9,10 +9,12 @@ name, ``paired.py`` imports a second copy of the package: both depend on interna
 
 from __future__ import annotations
 
+import importlib
 import re
 import runpy
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,6 +40,15 @@ def _run_script(
     except SystemExit as exc:  # overhead.py ends with sys.exit(main())
         assert exc.code in (0, None), capsys.readouterr()
     return capsys.readouterr().out
+
+
+def _import_script(name: str) -> Any:
+    """A benchmark script as a module (for its functions)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 def test_overhead_prints_the_ratio_with_its_range(capsys, monkeypatch):
@@ -73,11 +84,7 @@ def test_overhead_splits_fixed_and_marginal_cost(capsys, monkeypatch):
 
 
 def test_split_recovers_a_known_line():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import overhead
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    overhead = _import_script("overhead")
     # extra seconds exactly 0.010 + 0.002 K, plain loop 0.004 s per batch
     rows = [
         {"k": k, "plain_s": 0.004 * k, "extra_s": [0.010 + 0.002 * k] * 3} for k in (8, 32, 128)
@@ -136,11 +143,7 @@ def test_fused_probe_runs_with_its_reference(capsys, monkeypatch):
 
 
 def test_fused_probe_reference_statistics_match_numpy():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import fused_probe
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    fused_probe = _import_script("fused_probe")
     z = torch.tensor([[1.5, -2.0, 0.0], [-0.5, 4.0, -1.0]])
     s1, s2, below, extremes = fused_probe.reference(z)
     a = z.double().numpy()
