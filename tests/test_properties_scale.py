@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -83,8 +84,9 @@ def test_sc101_flags_exactly_the_features_whose_kappa_exceeds_the_warning_level(
     from scalecheck.rules.inputs import KAPPA_WARN
 
     g = torch.Generator().manual_seed(11)
-    # kappa of a feature with std 1 grows like mean^2: offsets around sqrt(KAPPA_WARN)
-    offsets = torch.tensor([0.0, 1.0, 3.0, 10.0, 30.0, 31.0, 31.6, 31.7, 32.0, 33.0, 100.0, 1e3])
+    # kappa of a feature with std 1 is about (mean^2 + 2)^2: it crosses KAPPA_WARN near
+    # |mean| = 5.44, where the offsets are dense; the larger ones test the bound far above
+    offsets = torch.tensor([0.0, 1.0, 3.0, 5.3, 5.4, 5.45, 5.5, 5.6, 10.0, 31.6, 100.0, 1e3])
     offsets = torch.cat([offsets, -offsets[1:]])
     x = torch.randn(512, len(offsets), generator=g) + offsets
     model = torch.nn.Linear(len(offsets), 1)
@@ -95,3 +97,76 @@ def test_sc101_flags_exactly_the_features_whose_kappa_exceeds_the_warning_level(
     sc101 = [f for f in report.findings if f.code == "SC101"]
     flagged = {e["name"] for f in sc101 for e in f.evidence["features"]}
     assert flagged == exact
+
+
+@settings(max_examples=30)
+@given(offsets, st.integers(0, 2**16))
+def test_a_constant_feature_is_an_input_scale_finding_exactly_beyond_the_warning_level(c, seed):
+    """A feature that is the same value c in every sample, next to a well-scaled one, gets
+    an input-scale finding (SC107) exactly when c^2 + 1 exceeds kappa_warn, and then the
+    verdict is never ``ok``; below it, the constant is SC104's, as data, not scale."""
+    from scalecheck.rules.inputs import KAPPA_WARN
+
+    report = _report(np.array([c, 0.0]), np.array([0.0, 1.0]), seed)
+    sc107 = [f for f in report.findings if f.code == "SC107"]
+    sc104 = [f for f in report.findings if f.code == "SC104"]
+    if c * c + 1.0 > KAPPA_WARN.value:
+        assert [f.where for f in sc107] == ["input[0]"] and not sc104
+        assert report.verdict in (scalecheck.Verdict.STALLING, scalecheck.Verdict.AT_RISK)
+    else:
+        assert not _scale_findings(report), [f.message for f in report.findings]
+        assert [f.where for f in sc104] == ["input[0]"]
+        assert report.verdict == scalecheck.Verdict.OK
+
+
+def test_sc107_levels_and_evidence_follow_the_kappa_thresholds():
+    """Constants straddling sqrt(kappa_warn) ~ 31.6 and sqrt(kappa_error) ~ 1000: what SC107
+    flags, at which severity, and the curvature c^2 + 1 it reports."""
+    from scalecheck.rules.inputs import KAPPA_ERROR, KAPPA_WARN
+
+    g = torch.Generator().manual_seed(5)
+    values = torch.tensor([0.0, 1.0, 31.0, 31.6, 31.7, 100.0, 999.0, 1001.0, -1.7e9])
+    x = torch.randn(64, len(values) + 1, generator=g)
+    x[:, : len(values)] = values
+    for warn_only in (True, False):
+        cols = [i for i, v in enumerate(values.tolist()) if not warn_only or abs(v) < 1000]
+        cols.append(len(values))  # the varying feature
+        xs = x[:, cols]
+        model = torch.nn.Linear(len(cols), 1)
+        report = scalecheck.diagnose(model, [(xs, torch.randn(64, 1, generator=g))], trial=False)
+        (finding,) = [f for f in report.findings if f.code == "SC107"]
+        flagged = {e["mean"] for e in finding.evidence["features"]}
+        expected = {v for i, v in enumerate(values.tolist()) if i in cols and v * v + 1 > 1e3}
+        assert flagged == expected
+        worst = max(v * v + 1 for v in expected)
+        assert finding.evidence["curvature"] == pytest.approx(worst)
+        severity = scalecheck.Severity
+        want = severity.ERROR if worst > KAPPA_ERROR.value else severity.WARNING
+        assert finding.severity == want and KAPPA_WARN.value < worst
+        assert "x -1.7e9" in finding.message or warn_only
+        (sc104,) = [f for f in report.findings if f.code == "SC104"]
+        assert {e["mean"] for e in sc104.evidence["features"]} == {
+            v for i, v in enumerate(values.tolist()) if i in cols and v * v + 1 <= 1e3
+        }
+
+
+def test_a_constant_timestamp_column_is_stalling_not_ok():
+    """The bug this rule closes: a float32 timestamp column that is 1.7e9 in every row
+    saturated every tanh unit while the verdict read "OK: the input features are well
+    scaled"."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 2, generator=g)
+    x[:, 0] = 1.7e9
+    y = torch.randn(512, 1, generator=g)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    loader = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 512, 64)]
+    report = scalecheck.diagnose(model, loader, trial=False)
+    assert report.verdict == scalecheck.Verdict.STALLING, report.summary
+    assert "input[0]" in report.summary
+    (finding,) = [f for f in report.findings if f.code == "SC107"]
+    assert finding.severity == scalecheck.Severity.ERROR and finding.where == "input[0]"
+    assert finding.fix is not None and "standardizer()" in finding.fix.code
+    # the fix centres the constant to 0: the standardized input's first column is gone
+    assert report.standardizer()(x[:8]).select(1, 0).abs().max() == 0

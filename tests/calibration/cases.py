@@ -19,9 +19,11 @@ The labels:
   not what separates failure from success: healthy cases learn on raw inputs; cases with
   another bug fail with rescaled inputs too (> 50% of the constant predictor's loss).
 
-"Badly scaled" is the project's documented yardstick (``docs/rules``, rule SC101/SC102):
-some feature's ``[x, 1]`` second-moment condition number above 1e3, or feature stds that
-differ by more than 31.6x. :mod:`.verify` records the measured condition number.
+"Badly scaled" is the project's documented yardstick (``docs/rules``, rules SC101, SC102
+and SC107): some feature's ``[x, 1]`` second-moment condition number above 1e3 (for a
+constant feature ``c``, whose condition number is infinite, ``c^2 + 1``, the matrix's
+ratio without its flat direction), or feature stds that differ by more than 31.6x.
+:mod:`.verify` records the measured condition number.
 
 Builders never touch the global RNG: data come from ``numpy.random.default_rng(seed)``,
 parameters from a local ``torch.Generator`` (modules are constructed inside
@@ -488,6 +490,28 @@ def _timestamps(seed: int = 14) -> tuple[np.ndarray, np.ndarray]:
 def unix_timestamps_tanh() -> Setup:
     x, y = _timestamps()
     return Setup(_mlp(2, 1, "tanh", seed=4), _batches(x, y))
+
+
+def _snapshot(seed: int = 38) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    exported = 1_700_000_000.0  # the export's Unix time, the same in every row of the split
+    z = rng.standard_normal((N, 2))
+    x = np.concatenate([np.full((N, 1), exported), z], axis=1)
+    return x, _smooth_target(z)
+
+
+@case(
+    "synthetic",
+    "stalling",
+    "A column of the export's timestamp (1.7e9 in every row) next to two standardized "
+    "features: the constant shifts every tanh unit far into saturation, so the smooth target "
+    "of the other two is never learned; its own condition number is infinite, so only its "
+    "c^2 + 1 = 2.9e18 (rule SC107) says so.",
+    badly_scaled=True,
+)
+def constant_timestamp_tanh() -> Setup:
+    x, y = _snapshot()
+    return Setup(_mlp(3, 1, "tanh", seed=12), _batches(x, y))
 
 
 def _prices(seed: int = 15) -> tuple[np.ndarray, np.ndarray]:

@@ -222,7 +222,8 @@ def render(rows: Sequence[Row]) -> str:
         f"{BUDGET['torch']}) and records the numbers in `tests/calibration/verified.py`:",
         "",
         "- `stalling`: the inputs are badly scaled (some feature's `[x, 1]` condition number "
-        "above 1e3, or stds differing by more than 31.6x), raw training ends at >= 0.9x the "
+        "above 1e3, `c^2 + 1` for a feature that is the constant `c`, or stds differing by "
+        "more than 31.6x), raw training ends at >= 0.9x the "
         "constant predictor's loss, rescaled training at <= 0.5x;",
         "- `at_risk`: badly scaled, but raw training reaches <= 0.5x the constant predictor's "
         "loss (a normalization layer after the input, a scale Adam tolerates);",

@@ -68,8 +68,8 @@ def _epoch(setup: Setup) -> list[Any]:
     return list(setup.loader)
 
 
-def _fit(batches: Sequence[Any], log: bool) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """Per float input: (mean, std, log mask) over the whole dataset, in float64."""
+def _columns(batches: Sequence[Any]) -> list[Tensor]:
+    """Per float input, the whole dataset as float64 rows of features."""
     columns: list[list[Tensor]] = []
     for batch in batches:
         for i, t in enumerate(_float_inputs(_split(batch)[0])):
@@ -77,9 +77,14 @@ def _fit(batches: Sequence[Any], log: bool) -> list[tuple[Tensor, Tensor, Tensor
             if len(columns) <= i:
                 columns.append([])
             columns[i].append(flat.reshape(flat.shape[0], -1))
+    return [torch.cat(parts) for parts in columns]
+
+
+def _fit(batches: Sequence[Any], log: bool) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Per float input: (mean, std, log mask) over the whole dataset, in float64 (a
+    constant feature's std is 1: it is centred, not scaled)."""
     stats = []
-    for parts in columns:
-        x = torch.cat(parts)
+    for x in _columns(batches):
         mask = torch.zeros(x.shape[1], dtype=torch.bool)
         if log:
             lo, hi = x.min(0).values, x.max(0).values
@@ -156,11 +161,18 @@ def baseline(c: Case, batches: Sequence[Any]) -> float:
 
 
 def scale_numbers(batches: Sequence[Any]) -> dict[str, float]:
-    """The largest per-feature kappa (condition number of the [x, 1] second-moment matrix)
-    and the ratio of the largest to the smallest feature std, over all float inputs."""
+    """The largest per-feature kappa (condition number of the [x, 1] second-moment matrix;
+    ``c^2 + 1`` for a constant feature ``c``) and the ratio of the largest to the smallest
+    non-constant feature std, over all float inputs."""
     kappas, stds = [], []
-    for mean, std, _ in _fit(batches, log=False):
+    for x in _columns(batches):
+        mean, std = x.mean(0), x.std(0, unbiased=False)
         for m, s in zip(mean.tolist(), std.tolist(), strict=True):
+            if s == 0:
+                # a constant: the matrix is singular (the feature duplicates the bias); its
+                # one curved direction against a standardized feature's (rule SC107)
+                kappas.append(m * m + 1.0)
+                continue
             a = np.array([[m * m + s * s, m], [m, 1.0]])
             ev = np.linalg.eigvalsh(a)
             kappas.append(float(ev[-1] / ev[0]) if ev[0] > 0 else math.inf)

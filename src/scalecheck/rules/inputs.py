@@ -331,6 +331,121 @@ def input_spans_decades(ctx: Context) -> Iterator[Finding]:
             )
 
 
+def _constant_curvature(f: FeatureStats) -> float | None:
+    """``c^2 + 1`` for a feature that is the same value ``c`` in every measured sample
+    (at least two), else None: the curvature of a linear unit's loss along the direction
+    ``(c, 1)`` of the feature's weight and the bias, against 1 for a standardized
+    feature's weight. The second-moment matrix ``[[c^2, c], [c, 1]]`` of ``[x, 1]`` has
+    eigenvalues ``c^2 + 1`` and 0; the 0 is the flat direction in which ``w c + b`` does
+    not change, which costs gradient descent nothing, so ``c^2 + 1`` is the number to
+    hold against the ``kappa`` thresholds.
+
+    Example:
+        >>> from scalecheck.measurements import FeatureStats
+        >>> f = FeatureStats("x[0]", "x", 0, 8, 1.7e9, 0.0, 1.7e9, 1.7e9, 0, 0.0, None, None)
+        >>> f"{_constant_curvature(f):.2e}"
+        '2.89e+18'
+    """
+    if f.std != 0 or f.count < 2 or f.mean is None:
+        return None
+    return f.mean * f.mean + 1.0
+
+
+@rule(
+    "SC107",
+    "large-constant-input-feature",
+    Severity.ERROR,
+    "input-scale",
+    thresholds=(KAPPA_WARN, KAPPA_ERROR),
+)
+def large_constant_input_feature(ctx: Context) -> Iterator[Finding]:
+    """An input feature is the same large value in every sample.
+
+    What it does:
+        For every feature that never changes over the measured samples, with value ``c``,
+        compares ``c^2 + 1`` with ``kappa_warn`` (warning) and ``kappa_error`` (error):
+        a constant beyond about 31.6 in magnitude warns, beyond about 1000 is an error.
+        Smaller constants are left to SC104.
+
+    Why it matters:
+        A constant feature is a second bias, whose input is ``c`` instead of 1. At
+        initialization it shifts every pre-activation it feeds by ``w c`` (``|w|`` about
+        ``1/sqrt(fan_in)``), far past where tanh and sigmoid pass any gradient once ``c``
+        is in the thousands. For a linear unit the second-moment matrix of ``[x, 1]`` is
+        ``[[c^2, c], [c, 1]]``: the loss curves ``c^2 + 1`` times more steeply along the
+        weight and the bias than along a standardized feature's weight, so a learning
+        rate stable for it moves the informative features ``c^2`` times too slowly, the
+        same yardstick as SC101's ``kappa`` (its own ``kappa`` is infinite: the feature
+        duplicates the bias exactly). SC101 cannot see it, because a constant has no
+        spread to compare with its offset.
+
+    Example:
+        A timestamp column of 1.7e9 (seconds since 1970) that is the same in a training
+        split, next to standardized features: 100% of the first tanh layer's
+        pre-activations saturated, the input layer's gradient exactly zero.
+
+    Fix:
+        Drop the feature (it carries no information), or standardize the input with the
+        measured statistics: ``report.standardizer()`` centres a constant feature to 0,
+        which removes it. Retrain after applying.
+
+    Known problems:
+        A feature that varies only outside the measured batches is judged as constant:
+        raise ``max_batches`` if it should vary.
+    """
+    for inp in _feature_inputs(ctx):
+        flagged = []
+        for f in inp.judged:
+            curvature = _constant_curvature(f)
+            if curvature is not None and curvature > KAPPA_WARN.value:
+                flagged.append((curvature, f))
+        if not flagged:
+            continue
+        flagged.sort(key=lambda cf: -cf[0])
+        worst_c, worst = flagged[0]
+        severity = Severity.ERROR if worst_c > KAPPA_ERROR.value else Severity.WARNING
+        feats = [f for _, f in flagged]
+        values = ", ".join(f"{f.name} = {num(f.mean)}" for f in feats[:3])
+        more = f" and {len(feats) - 3} more" if len(feats) > 3 else ""
+        layer = (
+            f" of the first layer {ctx.measurements.label(inp.consumer)}" if inp.consumer else ""
+        )
+        if len(feats) == 1:
+            where, head = worst.name, f"{worst.name} is {num(worst.mean)} in every measured sample"
+        else:
+            where = f"{inp.name} ({len(feats)} of {len(inp.features)} features)"
+            head = f"{len(feats)} features of {inp.name} are large constants: {values}{more}"
+        message = (
+            f"{head}{_seen_note(inp)}. A constant acts as a second bias whose input is "
+            f"{num(worst.mean)} instead of 1: {worst.name} shifts each pre-activation{layer} "
+            f"by that unit's weight x {num(worst.mean)}, and the loss curves {num(worst_c)} "
+            "times more steeply along its weight and the bias than along a standardized "
+            "feature's weight."
+        )
+        fix = standardize_fix(inp, feats)
+        yield large_constant_input_feature.finding(
+            message,
+            where=where,
+            severity=severity,
+            evidence={
+                "input": inp.name,
+                "curvature": worst_c,
+                "transformed_by": list(inp.transformed_by),
+                "features": [_feature_evidence(f) for f in feats[:64]],
+            },
+            fix=Fix(
+                summary=(
+                    f"Drop the constant {'feature' if len(feats) == 1 else 'features'} "
+                    f"({values}{more}), or standardize '{inp.name}' with the measured "
+                    "statistics: the standardizer centres a constant feature to 0."
+                ),
+                code=fix.code,
+                applicability=fix.applicability,
+                values=fix.values,
+            ),
+        )
+
+
 @rule("SC104", "constant-input-feature", Severity.INFO, "input-data")
 def constant_input_feature(ctx: Context) -> Iterator[Finding]:
     """An input feature has the same value in every measured sample.
@@ -350,9 +465,12 @@ def constant_input_feature(ctx: Context) -> Iterator[Finding]:
 
     Known problems:
         A rare category can look constant in a few batches: raise ``max_batches``.
+        Constants that the first layer receives at a magnitude beyond about 31.6 are
+        reported by SC107 instead, with their effect on the scale.
     """
     for inp in _feature_inputs(ctx):
-        const = [f for f in inp.features if f.std == 0 and f.count >= 2]
+        large = {f.name for f in inp.judged if (_constant_curvature(f) or 0.0) > KAPPA_WARN.value}
+        const = [f for f in inp.features if f.std == 0 and f.count >= 2 and f.name not in large]
         if not const:
             continue
         names = ", ".join(f"{f.name} = {num(f.mean)}" for f in const[:5])
