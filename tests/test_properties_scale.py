@@ -170,3 +170,24 @@ def test_a_constant_timestamp_column_is_stalling_not_ok():
     assert finding.fix is not None and "standardizer()" in finding.fix.code
     # the fix centres the constant to 0: the standardized input's first column is gone
     assert report.standardizer()(x[:8]).select(1, 0).abs().max() == 0
+
+
+def test_a_large_constant_that_batchnorm_removes_is_sc106_not_sc107():
+    """Behind a BatchNorm the first layer receives 0 for the constant: no SC107, but the
+    raw constant is noted as a scale the model's normalization takes care of (SC106,
+    ``at_risk``), as for a varying feature at that scale."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(256, 2, generator=g)
+    x[:, 0] = -4.2e6
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        model = torch.nn.Sequential(
+            torch.nn.BatchNorm1d(2), torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+        )
+    loader = [(x[i : i + 64], torch.randn(64, 1, generator=g)) for i in range(0, 256, 64)]
+    report = scalecheck.diagnose(model, loader, trial=False)
+    codes = {f.code for f in report.findings}
+    assert "SC107" not in codes and "SC106" in codes
+    (sc106,) = [f for f in report.findings if f.code == "SC106"]
+    assert "input[0] is -4.2e6 in every measured sample" in sc106.message
+    assert report.verdict == scalecheck.Verdict.AT_RISK

@@ -210,6 +210,14 @@ def unscaled_input_feature(ctx: Context) -> Iterator[Finding]:
         )
 
 
+def _scale_number(f: FeatureStats) -> float:
+    """The number the kappa thresholds judge: a varying feature's ``kappa``, a constant
+    feature's ``c^2 + 1`` (see SC107), 0 when neither is known."""
+    if f.std:
+        return f.kappa or 0.0
+    return _constant_curvature(f) or 0.0
+
+
 def _describe_feature(f: FeatureStats) -> str:
     return f"{f.name} spans [{num(f.min)}, {num(f.max)}], mean {num(f.mean)}, std {num(f.std)}"
 
@@ -530,8 +538,9 @@ def input_rescaled_in_model(ctx: Context) -> Iterator[Finding]:
     What it does:
         For inputs that pass through value-changing operations before the first
         parametrized layer (a normalization layer, ``x / 255``, a prepended standardizer),
-        compares the raw features (``kappa`` above ``kappa_warn``) with what the first
-        layer receives (below it), and notes the difference.
+        compares the raw features (``kappa`` above ``kappa_warn``; for a constant
+        feature ``c``, ``c^2 + 1`` as in SC107) with what the first layer receives (below
+        it), and notes the difference.
 
     Why it matters:
         The network does not see the raw scale, so training should not stall. When the
@@ -554,16 +563,19 @@ def input_rescaled_in_model(ctx: Context) -> Iterator[Finding]:
     for inp in _feature_inputs(ctx):
         if not inp.seen_by_layer:
             continue
-        raw_bad = [f for f in inp.features if f.std and (f.kappa or 0) > KAPPA_WARN.value]
-        seen_bad = [f for f in inp.seen_by_layer if f.std and (f.kappa or 0) > KAPPA_WARN.value]
+        raw_bad = [f for f in inp.features if _scale_number(f) > KAPPA_WARN.value]
+        seen_bad = [f for f in inp.seen_by_layer if _scale_number(f) > KAPPA_WARN.value]
         if not raw_bad or seen_bad:
             continue
-        worst = max(raw_bad, key=lambda f: f.kappa or 0.0)
+        worst = max(raw_bad, key=_scale_number)
         how = inp.normalized_by or ", ".join(_op(o) for o in inp.transformed_by)
+        if worst.std:
+            described = f"{_describe_feature(worst)} (condition number {num(worst.kappa)})"
+        else:
+            described = f"{worst.name} is {num(worst.mean)} in every measured sample (SC107)"
         yield input_rescaled_in_model.finding(
-            f"{_describe_feature(worst)} (condition number {num(worst.kappa)}), but the model "
-            f"rescales it before its first layer {inp.consumer} ({how}); that layer receives "
-            "well-scaled values.",
+            f"{described}, but the model rescales it before its first layer {inp.consumer} "
+            f"({how}); that layer receives well-scaled values.",
             where=worst.name if len(raw_bad) == 1 else inp.name,
             category="input-scale" if inp.normalized_by else "other",
             evidence={
