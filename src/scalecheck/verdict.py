@@ -82,6 +82,8 @@ def _scale_phrase(scale: Sequence[Finding]) -> str:
     for f in scale:
         for feature in f.evidence.get("features", ()) or ():
             name = feature.get("name") if isinstance(feature, dict) else None
+            if name and feature.get("std") == 0 and feature.get("mean") is not None:
+                name += f" = {num(feature['mean'])} in every sample"  # a constant (SC107)
             if name and name not in names:
                 names.append(name)
         if not f.evidence.get("features") and f.where and f.where not in names:
