@@ -572,7 +572,7 @@ def input_rescaled_in_model(ctx: Context) -> Iterator[Finding]:
         if worst.std:
             described = f"{_describe_feature(worst)} (condition number {num(worst.kappa)})"
         else:
-            described = f"{worst.name} is {num(worst.mean)} in every measured sample (SC107)"
+            described = f"{worst.name} is {num(worst.mean)} in every measured sample"
         yield input_rescaled_in_model.finding(
             f"{described}, but the model rescales it before its first layer {inp.consumer} "
             f"({how}); that layer receives well-scaled values.",
