@@ -191,3 +191,32 @@ def test_a_large_constant_that_batchnorm_removes_is_sc106_not_sc107():
     (sc106,) = [f for f in report.findings if f.code == "SC106"]
     assert "input[0] is -4.2e6 in every measured sample" in sc106.message
     assert report.verdict == scalecheck.Verdict.AT_RISK
+
+
+@settings(max_examples=30)
+@given(st.floats(-35.0, 35.0), st.integers(0, 2**16))
+def test_float32_features_are_measured_at_any_scale_float32_holds(exponent, seed):
+    """A float32 feature of std 10^exponent is measured to float32 precision wherever its
+    values fit in float32, although its squares leave float32's range beyond about 1e19
+    and below 1e-19 (its variance read inf, or 0: "constant"); and it gets an SC101
+    finding whenever its scale is off by more than ~31.6 either way."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((256, 2)) * [10.0**exponent, 1.0]).astype(np.float32)
+    y = rng.standard_normal((256, 1)).astype(np.float32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    loader = [
+        (torch.from_numpy(x[i : i + 64]), torch.from_numpy(y[i : i + 64]))
+        for i in range(0, 256, 64)
+    ]
+    report = scalecheck.diagnose(model, loader, trial=False, strict=True)
+    f0 = report.measurements.inputs[0].features[0]
+    true = x[:, 0].astype(np.float64)
+    assert f0.std == pytest.approx(true.std(), rel=1e-5)
+    assert f0.mean == pytest.approx(true.mean(), rel=1e-5, abs=1e-5 * true.std())
+    assert (f0.min, f0.max) == (true.min(), true.max())
+    codes = {f.code for f in report.findings}
+    assert "SC104" not in codes
+    if abs(exponent) > 2:  # kappa ~ max(s^2, 1/s^2) > 1e4
+        assert "SC101" in codes and report.verdict != scalecheck.Verdict.OK
