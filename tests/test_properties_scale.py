@@ -220,3 +220,25 @@ def test_float32_features_are_measured_at_any_scale_float32_holds(exponent, seed
     assert "SC104" not in codes
     if abs(exponent) > 2:  # kappa ~ max(s^2, 1/s^2) > 1e4
         assert "SC101" in codes and report.verdict != scalecheck.Verdict.OK
+
+
+@pytest.mark.parametrize("bad", [None, math.inf, math.nan])
+def test_sc204_names_sites_that_received_nan_or_inf_not_overflowed_statistics(bad):
+    """Pre-activations of order 1e20 in float32 are finite though their squares overflow:
+    no SC204 for them. One inf or NaN in the input reaches the tanh: SC204 names it."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(256, 2, generator=g) * torch.tensor([1e20, 1.0])
+    if bad is not None:
+        x[70, 1] = bad
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(8)
+        model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    loader = [(x[i : i + 64], torch.randn(64, 1, generator=g)) for i in range(0, 256, 64)]
+    report = scalecheck.diagnose(model, loader, trial=False)
+    sc204 = [f for f in report.findings if f.code == "SC204"]
+    (site,) = report.measurements.layers[:1]
+    if bad is None:
+        assert not sc204 and not site.nonfinite
+        assert site.min is not None and site.max is not None and site.max > 1e19
+    else:
+        assert [list(f.evidence["sites"]) for f in sc204] == [[site.site]] and site.nonfinite

@@ -932,10 +932,7 @@ class ActivationMonitor:
                             transform="asinh",
                             counts=tuple(int(c) for c in hist),
                         ),
-                        nonfinite=bool(
-                            not math.isfinite(float(mean.sum()))
-                            or not math.isfinite(float(var.sum()))
-                        ),
+                        nonfinite=_received_nonfinite(n, mean, lo, hi),
                         softmax_rows=int(rows) if rows is not None else None,
                         softmax_saturated_fraction=_ratio(rows_exact, rows) if rows else None,
                         softmax_near_fraction=_ratio(rows_near, rows) if rows else None,
@@ -1111,6 +1108,28 @@ def _ratio(a: Any, b: Any) -> float | None:
     if b <= 0 or not math.isfinite(a):
         return None
     return a / b
+
+
+def _received_nonfinite(n: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
+    """Whether a site received NaN or inf: its range (NaN propagates through every
+    minimum and maximum) or its mean is not finite. Not its variance: the squares of
+    finite values beyond about 1e19 overflow float32 (1e154 float64), and such a site
+    has a variance of inf although every value it received was finite.
+
+    Example:
+        >>> one = np.ones(1)
+        >>> _received_nonfinite(one, one, np.array([-3e20]), np.array([2e20]))
+        False
+        >>> _received_nonfinite(one, one, np.array([-1.0]), np.array([np.inf]))
+        True
+    """
+    if lo.shape == n.shape:  # per unit: units that saw no value keep +-inf
+        lo, hi = lo[n > 0], hi[n > 0]
+    elif not (n > 0).any():
+        return False
+    return not (
+        bool(np.isfinite(lo).all() and np.isfinite(hi).all()) and math.isfinite(float(mean.sum()))
+    )
 
 
 def _finite_tuple(values: np.ndarray, keep: np.ndarray | None = None) -> tuple[float | None, ...]:
