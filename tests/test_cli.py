@@ -14,7 +14,7 @@ import pytest
 import scalecheck
 from _reports import _one_thread  # noqa: F401 (an autouse fixture)
 from scalecheck import Report
-from scalecheck.cli import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, main
+from scalecheck.cli import EXIT_FINDINGS, EXIT_OK, EXIT_PIPE, EXIT_USAGE, main
 from scalecheck.rules import all_rules
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,3 +244,24 @@ def test_the_command_runs_as_a_process():
     )
     assert done.returncode == EXIT_FINDINGS, done.stderr
     assert json.loads(done.stdout)["verdict"] == "stalling"
+
+
+@pytest.mark.parametrize("argv", [["rules"], ["explain", "SC107"]])
+def test_a_reader_that_went_away_ends_the_command_quietly(argv):
+    """``scalecheck rules | head -1``: the pipe is closed before the output is written;
+    the command stops with the shell's SIGPIPE code and no traceback."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "scalecheck", *argv],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == EXIT_PIPE, done.stderr
+    assert done.stderr == ""

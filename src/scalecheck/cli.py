@@ -6,7 +6,8 @@
 - ``scalecheck rules``: the table of rules.
 - ``scalecheck explain SC101``: one rule's documentation.
 
-Exit codes: 0 clean, 1 findings at or above ``--fail-on``, 2 usage or loading error.
+Exit codes: 0 clean, 1 findings at or above ``--fail-on``, 2 usage or loading error, 141
+when the reader of the output closed it early (``scalecheck rules | head``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from .errors import ScaleCheckError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+#: The reader of the output went away (``scalecheck rules | head``): the shell's code for a
+#: process ended by SIGPIPE, 128 + 13, and nothing on stderr.
+EXIT_PIPE = 141
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,15 +104,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.command == "demo":
-            return _demo(args)
-        if args.command == "check":
-            return _check(args)
-        if args.command == "rules":
-            return _rules()
-        return _explain(args.rule)
+            code = _demo(args)
+        elif args.command == "check":
+            code = _check(args)
+        elif args.command == "rules":
+            code = _rules()
+        else:
+            code = _explain(args.rule)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except ScaleCheckError as exc:
         print(f"scalecheck: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # what is still buffered would raise again when Python flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE
 
 
 # -- demo ----------------------------------------------------------------------------------
