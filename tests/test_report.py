@@ -146,3 +146,19 @@ def test_records_built_from_columns_equal_the_dataclass_constructor():
         b: int
 
     assert from_columns(Child, [[1], [2]]) == (Child(1, 2),)
+
+
+def test_the_verdict_names_features_once_and_the_whole_input_only_when_no_feature_is_named():
+    from scalecheck.findings import Finding, Severity
+    from scalecheck.verdict import _scale_phrase
+
+    def finding(code, where, features=None):
+        evidence = {"features": [{"name": n, "mean": 1e5, "std": 1.0} for n in features or ()]}
+        return Finding(code, "x", Severity.WARNING, "input-scale", "m", where, evidence)
+
+    sc101 = finding("SC101", "input (2 of 2 features)", ["input[1]", "input[0]"])
+    sc102 = finding("SC102", "input")
+    assert _scale_phrase([sc101, sc102]) == "The input is badly scaled (input[1], input[0])"
+    assert _scale_phrase([sc102]) == "The input is badly scaled (input)"
+    other = finding("SC102", "mask")
+    assert _scale_phrase([sc101, other]).endswith("(input[1], input[0], mask)")

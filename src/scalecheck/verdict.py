@@ -86,8 +86,9 @@ def _scale_phrase(scale: Sequence[Finding]) -> str:
                 name += f" = {num(feature['mean'])} in every sample"  # a constant (SC107)
             if name and name not in names:
                 names.append(name)
-        if not f.evidence.get("features") and f.where and f.where not in names:
-            names.append(f.where)
+        covered = any(n == f.where or n.startswith(f"{f.where}[") for n in names)
+        if not f.evidence.get("features") and f.where and not covered:
+            names.append(f.where)  # e.g. SC102's whole input, unless its features are listed
         k = f.evidence.get("kappa")
         if isinstance(k, (int, float)):
             kappa = k if kappa is None else max(kappa, k)
