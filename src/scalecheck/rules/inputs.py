@@ -169,10 +169,8 @@ def unscaled_input_feature(ctx: Context) -> Iterator[Finding]:
                 flagged.append((k, f))
         if not flagged:
             continue
-        flagged.sort(key=lambda kf: -kf[0])
-        worst_k, worst = flagged[0]
-        severity = Severity.ERROR if worst_k > KAPPA_ERROR.value else Severity.WARNING
-        feats = [f for _, f in flagged]
+        worst_k, severity, feats = _ranked(flagged)
+        worst = feats[0]
         parts = [_describe_feature(f) for f in feats[:3]]
         if len(feats) == 1:
             where = worst.name
@@ -216,6 +214,17 @@ def _scale_number(f: FeatureStats) -> float:
     if f.std:
         return f.kappa or 0.0
     return _constant_curvature(f) or 0.0
+
+
+def _ranked(
+    flagged: list[tuple[float, FeatureStats]],
+) -> tuple[float, Severity, list[FeatureStats]]:
+    """Features flagged with their kappa (or a constant's ``c^2 + 1``): the worst number,
+    the severity it earns against ``kappa_error``, and the features, worst first."""
+    flagged = sorted(flagged, key=lambda kf: -kf[0])
+    worst = flagged[0][0]
+    severity = Severity.ERROR if worst > KAPPA_ERROR.value else Severity.WARNING
+    return worst, severity, [f for _, f in flagged]
 
 
 def _describe_feature(f: FeatureStats) -> str:
@@ -409,10 +418,8 @@ def large_constant_input_feature(ctx: Context) -> Iterator[Finding]:
                 flagged.append((curvature, f))
         if not flagged:
             continue
-        flagged.sort(key=lambda cf: -cf[0])
-        worst_c, worst = flagged[0]
-        severity = Severity.ERROR if worst_c > KAPPA_ERROR.value else Severity.WARNING
-        feats = [f for _, f in flagged]
+        worst_c, severity, feats = _ranked(flagged)
+        worst = feats[0]
         values = ", ".join(f"{f.name} = {num(f.mean)}" for f in feats[:3])
         more = f" and {len(feats) - 3} more" if len(feats) > 3 else ""
         layer = (
