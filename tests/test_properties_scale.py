@@ -242,3 +242,23 @@ def test_sc204_names_sites_that_received_nan_or_inf_not_overflowed_statistics(ba
         assert site.min is not None and site.max is not None and site.max > 1e19
     else:
         assert [list(f.evidence["sites"]) for f in sc204] == [[site.site]] and site.nonfinite
+
+
+def test_one_measured_sample_is_judged_by_its_magnitude_not_called_well_scaled():
+    """``max_batches=1`` over a loader of batch size 1: one sample of the reference case's
+    x shows its magnitude, not its spread. It was 'OK: well scaled' next to SC201 and SC301
+    errors; SC107 now judges the value as it judges a constant, and SC002 says how little
+    was measured."""
+    x = torch.tensor([[99251.3]])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(1, 10), torch.nn.Tanh(), torch.nn.Linear(10, 3))
+    report = scalecheck.diagnose(model, [(x, torch.randn(1, 3))], trial=False)
+    codes = {f.code for f in report.findings}
+    assert {"SC107", "SC002"} <= codes and report.verdict != scalecheck.Verdict.OK
+    (sc107,) = [f for f in report.findings if f.code == "SC107"]
+    assert "in the only measured sample" in sc107.message
+    assert sc107.fix is not None and "more than one sample" in sc107.fix.summary
+    assert "= 9.9e4 in the only sample" in report.summary
+    (sc002,) = [f for f in report.findings if f.code == "SC002"]
+    assert sc002.message.startswith("Only 1 sample was measured (1 batch)")

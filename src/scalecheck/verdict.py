@@ -83,7 +83,9 @@ def _scale_phrase(scale: Sequence[Finding]) -> str:
         for feature in f.evidence.get("features", ()) or ():
             name = feature.get("name") if isinstance(feature, dict) else None
             if name and feature.get("std") == 0 and feature.get("mean") is not None:
-                name += f" = {num(feature['mean'])} in every sample"  # a constant (SC107)
+                # a constant (SC107), or the only sample measured
+                only = feature.get("count") == 1
+                name += f" = {num(feature['mean'])} in {'the only' if only else 'every'} sample"
             if name and name not in names:
                 names.append(name)
         covered = any(n == f.where or n.startswith(f"{f.where}[") for n in names)

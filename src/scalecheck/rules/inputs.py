@@ -350,8 +350,9 @@ def input_spans_decades(ctx: Context) -> Iterator[Finding]:
 
 def _constant_curvature(f: FeatureStats) -> float | None:
     """``c^2 + 1`` for a feature that is the same value ``c`` in every measured sample
-    (at least two), else None: the curvature of a linear unit's loss along the direction
-    ``(c, 1)`` of the feature's weight and the bias, against 1 for a standardized
+    (or was measured in one sample only), else None: the curvature of a linear unit's
+    loss along the direction ``(c, 1)`` of the feature's weight and the bias, against 1
+    for a standardized
     feature's weight. The second-moment matrix ``[[c^2, c], [c, 1]]`` of ``[x, 1]`` has
     eigenvalues ``c^2 + 1`` and 0; the 0 is the flat direction in which ``w c + b`` does
     not change, which costs gradient descent nothing, so ``c^2 + 1`` is the number to
@@ -363,7 +364,7 @@ def _constant_curvature(f: FeatureStats) -> float | None:
         >>> f"{_constant_curvature(f):.2e}"
         '2.89e+18'
     """
-    if f.std != 0 or f.count < 2 or f.mean is None:
+    if f.std != 0 or f.count < 1 or f.mean is None:
         return None
     return f.mean * f.mean + 1.0
 
@@ -408,7 +409,9 @@ def large_constant_input_feature(ctx: Context) -> Iterator[Finding]:
 
     Known problems:
         A feature that varies only outside the measured batches is judged as constant:
-        raise ``max_batches`` if it should vary.
+        raise ``max_batches`` if it should vary. With a single measured sample every
+        feature is judged this way: its magnitude is all one sample shows (SC002 says
+        so too).
     """
     for inp in _feature_inputs(ctx):
         flagged = []
@@ -425,11 +428,16 @@ def large_constant_input_feature(ctx: Context) -> Iterator[Finding]:
         layer = (
             f" of the first layer {ctx.measurements.label(inp.consumer)}" if inp.consumer else ""
         )
+        # one measured sample shows a feature's magnitude, not its spread: judged the same
+        seen = "in every measured sample" if worst.count > 1 else "in the only measured sample"
         if len(feats) == 1:
-            where, head = worst.name, f"{worst.name} is {num(worst.mean)} in every measured sample"
+            where, head = worst.name, f"{worst.name} is {num(worst.mean)} {seen}"
         else:
             where = f"{inp.name} ({len(feats)} of {len(inp.features)} features)"
-            head = f"{len(feats)} features of {inp.name} are large constants: {values}{more}"
+            head = (
+                f"{len(feats)} features of {inp.name} are the same large value {seen}: "
+                f"{values}{more}"
+            )
         message = (
             f"{head}{_seen_note(inp)}. A constant acts as a second bias whose input is "
             f"{num(worst.mean)} instead of 1: {worst.name} shifts each pre-activation{layer} "
@@ -453,6 +461,11 @@ def large_constant_input_feature(ctx: Context) -> Iterator[Finding]:
                     f"Drop the constant {'feature' if len(feats) == 1 else 'features'} "
                     f"({values}{more}), or standardize '{inp.name}' with the measured "
                     "statistics: the standardizer centres a constant feature to 0."
+                )
+                if worst.count > 1
+                else (
+                    f"Standardize '{inp.name}', with statistics from more than one sample (one "
+                    "shows no spread): pass more or larger batches to diagnose()."
                 ),
                 code=fix.code,
                 applicability=fix.applicability,

@@ -64,7 +64,7 @@ def few_samples_measured(ctx: Context) -> Iterator[Finding]:
     if n >= FEW.value:
         return
     yield few_samples_measured.finding(
-        f"Only {n} samples were measured "
+        f"Only {plural(n, 'sample')} {'was' if n == 1 else 'were'} measured "
         f"({plural(ctx.measurements.batches, 'batch', 'batches')}); statistics and the fitted "
         "standardizer are noisy.",
         where="loader",
