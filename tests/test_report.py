@@ -162,3 +162,21 @@ def test_the_verdict_names_features_once_and_the_whole_input_only_when_no_featur
     assert _scale_phrase([sc102]) == "The input is badly scaled (input)"
     other = finding("SC102", "mask")
     assert _scale_phrase([sc101, other]).endswith("(input[1], input[0], mask)")
+
+
+def test_an_ok_verdict_names_the_errors_of_another_kind_beside_it():
+    """NaN in well-scaled data: the verdict is about the inputs' scale (``ok``), but its
+    reason must not read as "all is well" next to four errors."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 3, generator=g)
+    x[5, 1] = float("nan")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    batches = [(x[i : i + 64], torch.randn(64, 1, generator=g)) for i in range(0, 256, 64)]
+    report = scalecheck.diagnose(model, batches, trial=False)
+    assert report.verdict == scalecheck.Verdict.OK
+    assert report.summary.startswith("The input features are well scaled, but errors of another")
+    assert "SC105 non-finite-input" in report.summary
+    clean = [(torch.randn(64, 3, generator=g), torch.randn(64, 1, generator=g))]
+    assert scalecheck.diagnose(model, clean).summary == "The input features are well scaled."

@@ -12,7 +12,8 @@
   yet learn in a few thousand, features of order 1e-4 and a ReLU classifier on raw
   penguin measurements, so a short trial alone shows slow training, not a block).
 - ``ok``: no input-scale finding. Other findings may still be listed: a verdict is a
-  statement about the input features only.
+  statement about the input features only, and its reason names the errors of other kinds
+  (non-finite values, a broken loss) so that it never reads as "all is well" beside them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def decide(
     if loss is not None and loss.value is not None and loss.baseline is not None:
         plateau = loss.value >= loss.baseline * (1 - PLATEAU_MARGIN)
     if not scale:
-        return Verdict.OK, "The input features are well scaled."
+        return Verdict.OK, _well_scaled(findings)
     what = _scale_phrase(serious or scale)
     if serious and trial_says and blocked:
         return Verdict.STALLING, (
@@ -74,6 +75,25 @@ def decide(
         f"{what}, but no stall was measured: the input layer still passes gradient. "
         "Expect slower, less stable training until the inputs are standardized."
     )
+
+
+def _well_scaled(findings: Sequence[Finding]) -> str:
+    """The ``ok`` reason: the inputs are well scaled, and which errors of another kind
+    stand in the way (a verdict about the inputs must not read as "all is well" next to
+    them)."""
+    errors: list[str] = []
+    for f in findings:
+        label = f"{f.code} {f.name}"
+        if f.severity >= Severity.ERROR and label not in errors:
+            errors.append(label)
+    if not errors:
+        return "The input features are well scaled."
+    more = f" and {len(errors) - 3} more" if len(errors) > 3 else ""
+    which = (
+        "an error of another kind stands" if len(errors) == 1 else "errors of another kind stand"
+    )
+    listed = ", ".join(errors[:3])
+    return f"The input features are well scaled, but {which} in the way: {listed}{more}."
 
 
 def _scale_phrase(scale: Sequence[Finding]) -> str:
