@@ -71,6 +71,26 @@ def test_cross_entropy_baseline_is_the_entropy_of_the_label_frequencies():
     assert stats.baseline == pytest.approx(-(freq * np.log(freq)).sum())
 
 
+@pytest.mark.parametrize("shape", [(10, 4), (10, 4, 3, 3)], ids=["rows", "segmentation"])
+def test_cross_entropy_baseline_with_class_probabilities_is_the_mean_distributions_entropy(
+    shape,
+):
+    """Soft labels (``nn.CrossEntropyLoss`` takes class probabilities shaped like the
+    scores): the best constant prediction is the mean target distribution, and its loss
+    that distribution's entropy. The probabilities were cast to class ids (all 0), which
+    gave a baseline of 0 that every loss 'reached'."""
+    g = torch.Generator().manual_seed(3)
+    batches = [
+        (torch.randn(*shape, generator=g), torch.softmax(torch.randn(*shape, generator=g), 1))
+        for _ in range(3)
+    ]
+    stats = _run(nn.CrossEntropyLoss(), batches)
+    t = np.concatenate([y.numpy() for _, y in batches]).astype(np.float64)
+    mean = np.moveaxis(t, 1, -1).reshape(-1, shape[1]).mean(0)
+    assert stats.baseline == pytest.approx(-(mean * np.log(mean)).sum(), rel=1e-6)
+    assert "mean target distribution" in stats.baseline_description
+
+
 def test_a_non_finite_target_is_counted_and_left_out():
     batches = _regression(k=2)
     batches[1][1][0, 0] = math.inf

@@ -17,8 +17,9 @@ integer targets, as many values as the prediction mean squared error on float ta
 
 The constant-predictor baseline is what a network that ignores its input can reach at
 best: the mean target for squared error (its loss is the targets' variance), the label
-prior for cross-entropy (its loss is the label entropy). A network stuck at that loss has
-learned nothing from its input.
+prior for cross-entropy (its loss is the label entropy; with class-probability targets, the
+mean target distribution and its entropy). A network stuck at that loss has learned nothing
+from its input.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class LossMonitor:
         self._classes = 0
         self._label_buffer: Tensor | None = None  # labels not yet counted
         self._label_fill = 0
+        self._soft = False  # class-probability targets: _labels holds probability mass
         self._reshaped = False
 
     # -- choosing and computing the loss ---------------------------------------------------
@@ -309,6 +311,14 @@ class LossMonitor:
                     self._labels = torch.zeros(
                         self._classes, dtype=torch.float64, device=self.device
                     )
+                    self._soft = targets.is_floating_point() and targets.shape == pred.shape
+                if self._soft:
+                    # class probabilities ([N, C, ...], as F.cross_entropy takes them): their
+                    # mass per class, summed over every dimension but the class dimension
+                    dims = tuple(d for d in range(targets.dim()) if d != 1)
+                    if targets.shape == pred.shape:
+                        self._labels += targets.detach().sum(dims, dtype=torch.float64)
+                    return
                 # copied into a buffer (the loader may reuse its own), counted with the next
                 labels = targets.detach().reshape(-1)
                 n = labels.numel()
@@ -404,6 +414,10 @@ class LossMonitor:
             if total <= 0:
                 return None, None
             p = counts[counts > 0] / total
+            if self._soft:
+                return float(-(p * p.log()).sum()), (
+                    "always predicting the mean target distribution (its entropy)"
+                )
             return float(-(p * p.log()).sum()), "always predicting the label frequencies (entropy)"
         return None, None
 
