@@ -102,3 +102,67 @@ def test_a_non_finite_target_is_counted_and_left_out():
     assert stats.target_spread == pytest.approx(
         np.mean([first.std(), t[:, 1].std(), t[:, 2].std()]), rel=1e-6
     )
+
+
+def _constant_loss(loss_fn, batches, logits):
+    """*loss_fn* of one constant prediction (*logits*, broadcast to every sample) over all
+    the batches' targets at once."""
+    targets = torch.cat([y for _, y in batches])
+    pred = logits.expand(targets.shape[0], *logits.shape[1:]).clone()
+    return float(loss_fn(pred, targets))
+
+
+@pytest.mark.parametrize(
+    "case", ["weighted ids", "weighted probabilities", "positive weights"], ids=str
+)
+def test_weighted_baselines_are_the_best_constant_predictions_loss(case):
+    """With class weights the best constant prediction is not the label frequencies: the
+    baseline must be the loss of the best constant (checked against the criterion itself
+    at that constant, and at perturbed constants, which never do better)."""
+    g = torch.Generator().manual_seed(4)
+    if case == "positive weights":
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([3.0, 0.5]))
+        batches = [
+            (torch.randn(16, 2, generator=g), (torch.rand(16, 2, generator=g) < 0.2).float())
+            for _ in range(3)
+        ]
+    else:
+        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 5.0, 20.0]))
+        if case == "weighted ids":
+            freq = torch.tensor([0.8, 0.15, 0.05])
+            batches = [
+                (torch.randn(16, 3, generator=g), torch.multinomial(freq, 16, True, generator=g))
+                for _ in range(3)
+            ]
+        else:
+            batches = [
+                (torch.randn(16, 3, generator=g), torch.softmax(torch.randn(16, 3, generator=g), 1))
+                for _ in range(3)
+            ]
+    stats = _run(loss_fn, batches)
+    targets = torch.cat([y for _, y in batches]).double()
+    if case == "positive weights":
+        y, w = targets.mean(0), loss_fn.pos_weight.double()
+        q = w * y / (w * y + 1 - y)
+    else:
+        mass = (
+            torch.bincount(targets.long(), minlength=3).double()
+            if case == "weighted ids"
+            else targets.sum(0)
+        )
+        q = loss_fn.weight.double() * mass
+        q = q / q.sum()
+    best = torch.logit(q) if case == "positive weights" else q.log()
+    best = best.float().unsqueeze(0)
+    assert stats.baseline == pytest.approx(_constant_loss(loss_fn, batches, best), rel=1e-5)
+    for step in (0.1, -0.1):
+        for k in range(best.shape[1]):
+            moved = best.clone()
+            moved[0, k] += step
+            assert _constant_loss(loss_fn, batches, moved) >= stats.baseline * (1 - 1e-6)
+
+
+def test_a_bce_loss_with_per_element_weights_has_no_baseline():
+    g = torch.Generator().manual_seed(5)
+    batches = [(torch.randn(8, 1, generator=g), torch.ones(8, 1)) for _ in range(2)]
+    assert _run(nn.BCEWithLogitsLoss(weight=torch.full((8, 1), 2.0)), batches).baseline is None

@@ -405,25 +405,52 @@ class LossMonitor:
                 return total_m2 / max(batches, 1), "always predicting the mean target (sum)"
             return total_m2 / n, "always predicting the mean target (the targets' variance)"
         if self._baseline_kind == "bce" and m is not None:
-            p = np.clip(m.mean, 1e-12, 1 - 1e-12)
-            h = -(p * np.log(p) + (1 - p) * np.log(1 - p))
-            return float(h.mean()), "always predicting the mean label (its binary entropy)"
+            y = np.clip(m.mean, 1e-12, 1 - 1e-12)
+            pos = _weight(self.loss_fn, "pos_weight")
+            if pos is None:
+                h = -(y * np.log(y) + (1 - y) * np.log(1 - y))
+                return float(h.mean()), "always predicting the mean label (its binary entropy)"
+            # BCEWithLogitsLoss(pos_weight=w): -(w y log q + (1 - y) log(1 - q)) is least at
+            # q = w y / (w y + 1 - y)
+            wy = np.broadcast_to(pos.numpy(), y.shape) * y
+            q = np.clip(wy / (wy + 1 - y), 1e-12, 1 - 1e-12)
+            h = -(wy * np.log(q) + (1 - y) * np.log(1 - q))
+            return float(h.mean()), "always predicting the best constant for the positive weights"
         if self._baseline_kind == "ce" and self._labels is not None:
-            counts = self._labels.cpu().double()
-            total = float(counts.sum())
+            mass = self._labels.cpu().double()
+            weight = _weight(self.loss_fn, "weight")
+            if weight is not None:
+                # CrossEntropyLoss(weight=w): the best constant prediction is proportional
+                # to w * mass; class ids average by the total weight, probabilities by N
+                mass = mass * weight
+            total = float(mass.sum())
             if total <= 0:
                 return None, None
-            p = counts[counts > 0] / total
+            p = mass[mass > 0] / total
+            entropy = float(-(p * p.log()).sum())
             if self._soft:
-                return float(-(p * p.log()).sum()), (
+                scale = total / float(self._labels.sum()) if weight is not None else 1.0
+                return entropy * scale, (
                     "always predicting the mean target distribution (its entropy)"
+                    if weight is None
+                    else "always predicting the best constant for the class weights"
                 )
-            return float(-(p * p.log()).sum()), "always predicting the label frequencies (entropy)"
+            if weight is not None:
+                return entropy, "always predicting the weighted label frequencies (entropy)"
+            return entropy, "always predicting the label frequencies (entropy)"
         return None, None
 
 
+def _weight(loss_fn: Any, name: str) -> Tensor | None:
+    """A torch criterion's class weights (``weight``, ``pos_weight``) as float64 on the
+    CPU, or None."""
+    w = getattr(loss_fn, name, None)
+    return w.detach().to("cpu", torch.float64) if isinstance(w, Tensor) else None
+
+
 def _baseline_for(loss_fn: Any) -> str | None:
-    """Which baseline applies to a user loss (recognized torch criteria only)."""
+    """Which baseline applies to a user loss (recognized torch criteria only; a BCE loss's
+    per-element ``weight`` depends on the batch, so it has none)."""
     if isinstance(loss_fn, nn.MSELoss):
         return {"mean": "mse", "sum": "mse_sum"}.get(loss_fn.reduction)
     if loss_fn is F.mse_loss:
@@ -436,7 +463,11 @@ def _baseline_for(loss_fn: Any) -> str | None:
         return "ce"
     if loss_fn is F.cross_entropy:
         return "ce"
-    if isinstance(loss_fn, (nn.BCELoss, nn.BCEWithLogitsLoss)) and loss_fn.reduction == "mean":
+    if (
+        isinstance(loss_fn, (nn.BCELoss, nn.BCEWithLogitsLoss))
+        and loss_fn.reduction == "mean"
+        and loss_fn.weight is None
+    ):
         return "bce"
     return None
 
