@@ -166,3 +166,35 @@ def test_a_bce_loss_with_per_element_weights_has_no_baseline():
     g = torch.Generator().manual_seed(5)
     batches = [(torch.randn(8, 1, generator=g), torch.ones(8, 1)) for _ in range(2)]
     assert _run(nn.BCEWithLogitsLoss(weight=torch.full((8, 1), 2.0)), batches).baseline is None
+
+
+@pytest.mark.parametrize(
+    "loss_fn",
+    [
+        nn.NLLLoss(),
+        nn.NLLLoss(weight=torch.tensor([1.0, 3.0, 9.0])),
+        nn.CrossEntropyLoss(ignore_index=1),
+    ],
+    ids=["NLLLoss", "weighted NLLLoss", "ignore_index"],
+)
+def test_nll_and_ignored_class_baselines_are_the_best_constant_predictions_loss(loss_fn):
+    """``NLLLoss`` on log-probabilities has cross-entropy's baseline (it had none), and a
+    class that ``ignore_index`` leaves out of the criterion's mean is left out of the
+    label frequencies."""
+    g = torch.Generator().manual_seed(6)
+    freq = torch.tensor([0.6, 0.3, 0.1])
+    batches = [
+        (torch.randn(20, 3, generator=g), torch.multinomial(freq, 20, True, generator=g))
+        for _ in range(3)
+    ]
+    stats = _run(loss_fn, batches)
+    labels = torch.cat([y for _, y in batches])
+    mass = torch.bincount(labels, minlength=3).double()
+    if getattr(loss_fn, "ignore_index", -100) == 1:
+        mass[1] = 0.0
+    if loss_fn.weight is not None:
+        mass = mass * loss_fn.weight.double()
+    q = (mass / mass.sum()).clamp_min(1e-30)
+    assert stats.baseline == pytest.approx(
+        _constant_loss(loss_fn, batches, q.log().float().unsqueeze(0)), rel=1e-5
+    )

@@ -418,6 +418,9 @@ class LossMonitor:
             return float(h.mean()), "always predicting the best constant for the positive weights"
         if self._baseline_kind == "ce" and self._labels is not None:
             mass = self._labels.cpu().double()
+            ignored = getattr(self.loss_fn, "ignore_index", -100)
+            if not self._soft and 0 <= ignored < len(mass):
+                mass[ignored] = 0.0  # the criterion leaves those targets out of its mean
             weight = _weight(self.loss_fn, "weight")
             if weight is not None:
                 # CrossEntropyLoss(weight=w): the best constant prediction is proportional
@@ -461,7 +464,9 @@ def _baseline_for(loss_fn: Any) -> str | None:
         and (loss_fn.label_smoothing == 0)
     ):
         return "ce"
-    if loss_fn is F.cross_entropy:
+    if isinstance(loss_fn, nn.NLLLoss) and loss_fn.reduction == "mean":
+        return "ce"  # on log-probabilities: the same best constant, the label frequencies
+    if loss_fn is F.cross_entropy or loss_fn is F.nll_loss:
         return "ce"
     if (
         isinstance(loss_fn, (nn.BCELoss, nn.BCEWithLogitsLoss))

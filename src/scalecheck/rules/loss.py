@@ -52,7 +52,7 @@ def loss_at_baseline(ctx: Context) -> Iterator[Finding]:
 
     Known problems:
         Needs a loss with a known baseline (inferred MSE or cross-entropy, or a torch
-        MSELoss / CrossEntropyLoss / BCELoss / BCEWithLogitsLoss passed as loss_fn; class
+        MSELoss / CrossEntropyLoss / NLLLoss / BCELoss / BCEWithLogitsLoss as loss_fn; class
         weights and ``pos_weight`` are taken into account, a BCE loss's per-element
         ``weight`` is not, and it gets no baseline).
     """
