@@ -412,7 +412,10 @@ class LossMonitor:
                 return float(h.mean()), "always predicting the mean label (its binary entropy)"
             # BCEWithLogitsLoss(pos_weight=w): -(w y log q + (1 - y) log(1 - q)) is least at
             # q = w y / (w y + 1 - y)
-            wy = np.broadcast_to(pos.numpy(), y.shape) * y
+            try:
+                wy = np.broadcast_to(pos.numpy(), y.shape) * y
+            except ValueError:  # weights shaped for other targets than the tracked columns
+                return None, None
             q = np.clip(wy / (wy + 1 - y), 1e-12, 1 - 1e-12)
             h = -(wy * np.log(q) + (1 - y) * np.log(1 - q))
             return float(h.mean()), "always predicting the best constant for the positive weights"
