@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -180,3 +181,35 @@ def test_an_ok_verdict_names_the_errors_of_another_kind_beside_it():
     assert "SC105 non-finite-input" in report.summary
     clean = [(torch.randn(64, 3, generator=g), torch.randn(64, 1, generator=g))]
     assert scalecheck.diagnose(model, clean).summary == "The input features are well scaled."
+
+
+def test_evidence_tables_and_the_verdict_lead_with_the_features_the_rules_flag():
+    """Pixels 0-255 with a zero border (60 columns that never change, kappa infinite but
+    harmless): the tables of every rendering start with the badly scaled pixels, not the
+    border, and the verdict counts every flagged feature, not just those its evidence
+    lists."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(256, 200, generator=g) ** 4 * 255).round()
+    x[:, :60] = 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(200, 16), torch.nn.Sigmoid(), torch.nn.Linear(16, 3)
+        )
+    batches = [(x[i : i + 64], torch.randint(0, 3, (64,), generator=g)) for i in range(0, 256, 64)]
+    report = scalecheck.diagnose(model, batches, trial=False)
+    (sc101,) = [f for f in report.findings if f.code == "SC101"]
+    assert sc101.evidence["flagged"] == 140 and len(sc101.evidence["features"]) == 64
+    assert "and 137 more" in report.summary
+    border = {f"input[{j}]" for j in range(60)}
+    lines = str(report).splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["feature", "mean"])
+    shown = [line.split()[0] for line in lines[header + 1 : header + 13]]
+    assert all(name.startswith("input[") for name in shown) and not border & set(shown)
+    for rendering, header in (
+        (report.to_markdown(), "| feature |"),
+        (report.to_html(), ">feature<"),
+    ):
+        table = rendering[rendering.index(header) :]
+        rows = re.findall(r"input\[\d+\]", table)[:12]
+        assert len(rows) == 12 and not border & set(rows)

@@ -120,6 +120,24 @@ class FeatureStats:
         return feature_kappa(self.mean, self.std)
 
     @property
+    def judged_kappa(self) -> float | None:
+        """The number the rules hold against their ``kappa`` thresholds: :attr:`kappa` for
+        a feature that varies; for one that is the same value ``c`` in every measured
+        sample (or was measured once), ``c^2 + 1``, the curved eigenvalue of its singular
+        ``[x, 1]`` matrix (rule SC107; its :attr:`kappa` is infinite whatever ``c``).
+
+        Example:
+            >>> f = FeatureStats("x[0]", "x", 0, 8, 1000.0, 0.0, 1000.0, 1000.0, 0, 0.0)
+            >>> f.kappa, f.judged_kappa
+            (inf, 1000001.0)
+        """
+        if self.std:
+            return self.kappa
+        if self.std == 0 and self.count >= 1 and self.mean is not None:
+            return self.mean * self.mean + 1.0
+        return None
+
+    @property
     def positive(self) -> bool:
         """True when every measured value is strictly positive."""
         return self.min is not None and self.min > 0

@@ -98,9 +98,14 @@ def _well_scaled(findings: Sequence[Finding]) -> str:
 
 def _scale_phrase(scale: Sequence[Finding]) -> str:
     names: list[str] = []
+    unlisted = 0  # flagged features beyond those a finding's evidence lists (64 at most)
     kappa = None
     for f in scale:
-        for feature in f.evidence.get("features", ()) or ():
+        features = f.evidence.get("features", ()) or ()
+        flagged = f.evidence.get("flagged")
+        if isinstance(flagged, int) and flagged > len(features):
+            unlisted = max(unlisted, flagged - len(features))
+        for feature in features:
             name = feature.get("name") if isinstance(feature, dict) else None
             if name and feature.get("std") == 0 and feature.get("mean") is not None:
                 # a constant (SC107), or the only sample measured
@@ -114,7 +119,8 @@ def _scale_phrase(scale: Sequence[Finding]) -> str:
         k = f.evidence.get("kappa")
         if isinstance(k, (int, float)):
             kappa = k if kappa is None else max(kappa, k)
-    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    more = len(names) - 3 + unlisted if len(names) > 3 else unlisted
+    listed = ", ".join(names[:3]) + (f" and {more} more" if more > 0 else "")
     text = f"The input is badly scaled ({listed}"
     if kappa is not None:
         text += f"; condition number {num(kappa)}"

@@ -40,6 +40,7 @@ __all__ = [
     "headline",
     "main_fix",
     "measured_line",
+    "ranked_features",
     "severity_counts",
     "threshold_text",
 ]
@@ -91,6 +92,12 @@ _HEADLINE = {
     Verdict.AT_RISK: "AT RISK: badly scaled inputs, but no stall measured",
     Verdict.OK: "OK: the inputs are well scaled",
 }
+
+
+def ranked_features(features: Sequence[FeatureStats]) -> list[FeatureStats]:
+    """Features worst first, by what the rules judge (:attr:`FeatureStats.judged_kappa`):
+    a constant column of zeros (``kappa`` infinite, harmless) comes last, not first."""
+    return sorted(features, key=lambda f: -(f.judged_kappa or 0.0))
 
 
 def headline(report: Report) -> str:

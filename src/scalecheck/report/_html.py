@@ -43,6 +43,7 @@ from ._common import (
     headline,
     main_fix,
     measured_line,
+    ranked_features,
     severity_counts,
     threshold_text,
 )
@@ -295,7 +296,7 @@ def _inputs(inputs: tuple[InputStats, ...], gradients: tuple[GradientStats, ...]
         if inp.transformed_by:
             desc.append(f"rescaled in the model by {_e(', '.join(inp.transformed_by))}")
         out.append(f"<p>{', '.join(desc)}</p>")
-        ranked = sorted(inp.features, key=lambda f: -(f.kappa or 0))
+        ranked = ranked_features(inp.features)
         shown = ranked[:MAX_TABLE_ROWS]
         shares = gradient_shares(gradients, inp)
         out.append(_table(FEATURE_COLUMNS, [feature_row(f, shares) for f in shown]))

@@ -35,6 +35,7 @@ from ._common import (
     headline,
     main_fix,
     measured_line,
+    ranked_features,
     severity_counts,
     threshold_text,
 )
@@ -162,7 +163,7 @@ def _evidence(report: Report) -> list[str]:
         head = f"#### Input {md_code(inp.name)}: {md_text(plural(len(inp.features), 'feature'))}"
         if inp.kappa is not None:
             head += f", condition number {md_text(num(inp.kappa))}"
-        ranked = sorted(inp.features, key=lambda f: -(f.kappa or 0))
+        ranked = ranked_features(inp.features)
         shares = gradient_shares(m.gradients, inp)
         rows = [feature_row(f, shares) for f in ranked[:MAX_ROWS]]
         out += ["", head, "", *_table(FEATURE_COLUMNS, rows, True)]

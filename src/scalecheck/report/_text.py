@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from .._format import num, pct, plural
 from ..findings import Finding
-from ._common import headline, main_fix, measured_line, severity_counts
+from ._common import headline, main_fix, measured_line, ranked_features, severity_counts
 
 if TYPE_CHECKING:
     from ._report import Report
@@ -107,7 +107,7 @@ def _evidence(report: Report) -> list[str]:
             desc += f"; first layer {inp.consumer} ({inp.consumer_op})"
         lines.append(_wrap(desc, "    ", ""))
         rows = [["feature", "mean", "std", "min", "max", "kappa"]]
-        ranked = sorted(inp.features, key=lambda f: -(f.kappa or 0))
+        ranked = ranked_features(inp.features)
         for f in ranked[:MAX_ROWS]:
             rows.append([f.name, num(f.mean), num(f.std), num(f.min), num(f.max), num(f.kappa)])
         lines.extend(_table(rows))

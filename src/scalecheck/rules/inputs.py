@@ -203,17 +203,15 @@ def unscaled_input_feature(ctx: Context) -> Iterator[Finding]:
                 "normalized_by": inp.normalized_by,
                 "transformed_by": list(inp.transformed_by),
                 "features": [_feature_evidence(f) for f in feats[:64]],
+                "flagged": len(feats),
             },
             fix=standardize_fix(inp, feats),
         )
 
 
 def _scale_number(f: FeatureStats) -> float:
-    """The number the kappa thresholds judge: a varying feature's ``kappa``, a constant
-    feature's ``c^2 + 1`` (see SC107), 0 when neither is known."""
-    if f.std:
-        return f.kappa or 0.0
-    return _constant_curvature(f) or 0.0
+    """:attr:`~scalecheck.measurements.FeatureStats.judged_kappa`, 0 when unknown."""
+    return f.judged_kappa or 0.0
 
 
 def _ranked(
@@ -364,9 +362,7 @@ def _constant_curvature(f: FeatureStats) -> float | None:
         >>> f"{_constant_curvature(f):.2e}"
         '2.89e+18'
     """
-    if f.std != 0 or f.count < 1 or f.mean is None:
-        return None
-    return f.mean * f.mean + 1.0
+    return f.judged_kappa if f.std == 0 else None
 
 
 @rule(
@@ -455,6 +451,7 @@ def large_constant_input_feature(ctx: Context) -> Iterator[Finding]:
                 "curvature": worst_c,
                 "transformed_by": list(inp.transformed_by),
                 "features": [_feature_evidence(f) for f in feats[:64]],
+                "flagged": len(feats),
             },
             fix=Fix(
                 summary=(
