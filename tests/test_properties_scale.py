@@ -199,7 +199,7 @@ def test_float32_features_are_measured_at_any_scale_float32_holds(exponent, seed
     """A float32 feature of std 10^exponent is measured to float32 precision wherever its
     values fit in float32, although its squares leave float32's range beyond about 1e19
     and below 1e-19 (its variance read inf, or 0: "constant"); and it gets an SC101
-    finding whenever its scale is off by more than ~31.6 either way."""
+    finding whenever its scale is off by more than 100x either way."""
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((256, 2)) * [10.0**exponent, 1.0]).astype(np.float32)
     y = rng.standard_normal((256, 1)).astype(np.float32)

@@ -5,9 +5,8 @@ for how that is decided) the monitor keeps, per feature: float64 moments (each b
 reduced in float32 for float32 data, to about 1e-6 relative, see
 :func:`~scalecheck.monitors._kernels.fused_mean_var`; in float64 when the first batch's
 ranges say the variances would leave float32's range, see :data:`FLOAT32_RANGE`) with
-non-finite values excluded and
-counted, exact min, max and zero count, the moments of ``ln x``
-over the positive values (for the log-transform fix), and a shifted Gram matrix of
+non-finite values excluded and counted, exact min, max and zero count, the moments of
+``ln x`` over the positive values (for the log-transform fix), and a shifted Gram matrix of
 ``[x_1 .. x_k]`` for the first :data:`MAX_GRAM_FEATURES` features, from which the condition
 number of the second-moment matrix of ``[x, 1]`` is computed raw and standardized.
 
@@ -317,7 +316,7 @@ def _beyond_float32(rows: Tensor, dims: tuple[int, ...]) -> bool:
         return False
     span = rows.amax(dims).double() - rows.amin(dims).double()
     small, large = FLOAT32_RANGE
-    beyond = (span > large) & torch.isfinite(span) | (span > 0) & (span < small)
+    beyond = ((span > large) & torch.isfinite(span)) | ((span > 0) & (span < small))
     return bool(beyond.any())
 
 

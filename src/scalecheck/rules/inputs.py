@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 from .._format import num, plural
 from ..findings import Finding, Fix, Severity
@@ -346,23 +347,11 @@ def input_spans_decades(ctx: Context) -> Iterator[Finding]:
             )
 
 
-def _constant_curvature(f: FeatureStats) -> float | None:
-    """``c^2 + 1`` for a feature that is the same value ``c`` in every measured sample
-    (or was measured in one sample only), else None: the curvature of a linear unit's
-    loss along the direction ``(c, 1)`` of the feature's weight and the bias, against 1
-    for a standardized
-    feature's weight. The second-moment matrix ``[[c^2, c], [c, 1]]`` of ``[x, 1]`` has
-    eigenvalues ``c^2 + 1`` and 0; the 0 is the flat direction in which ``w c + b`` does
-    not change, which costs gradient descent nothing, so ``c^2 + 1`` is the number to
-    hold against the ``kappa`` thresholds.
-
-    Example:
-        >>> from scalecheck.measurements import FeatureStats
-        >>> f = FeatureStats("x[0]", "x", 0, 8, 1.7e9, 0.0, 1.7e9, 1.7e9, 0, 0.0, None, None)
-        >>> f"{_constant_curvature(f):.2e}"
-        '2.89e+18'
-    """
-    return f.judged_kappa if f.std == 0 else None
+def _large_constant(f: FeatureStats) -> bool:
+    """Whether *f* is SC107's: the same value ``c`` in every measured sample (or measured
+    once) with ``c^2 + 1`` (:attr:`~scalecheck.measurements.FeatureStats.judged_kappa`,
+    the curved eigenvalue of its singular ``[x, 1]`` matrix) above ``kappa_warn``."""
+    return f.std == 0 and (f.judged_kappa or 0.0) > KAPPA_WARN.value
 
 
 @rule(
@@ -410,11 +399,7 @@ def large_constant_input_feature(ctx: Context) -> Iterator[Finding]:
         so too).
     """
     for inp in _feature_inputs(ctx):
-        flagged = []
-        for f in [f for f in inp.judged if f.std == 0]:  # (784 features: one cheap pass)
-            curvature = _constant_curvature(f)
-            if curvature is not None and curvature > KAPPA_WARN.value:
-                flagged.append((curvature, f))
+        flagged = [(f.judged_kappa or 0.0, f) for f in inp.judged if _large_constant(f)]
         if not flagged:
             continue
         worst_c, severity, feats = _ranked(flagged)
@@ -441,7 +426,17 @@ def large_constant_input_feature(ctx: Context) -> Iterator[Finding]:
             "times more steeply along its weight and the bias than along a standardized "
             "feature's weight."
         )
-        fix = standardize_fix(inp, feats)
+        if worst.count > 1:
+            summary = (
+                f"Drop the constant {'feature' if len(feats) == 1 else 'features'} "
+                f"({values}{more}), or standardize '{inp.name}' with the measured "
+                "statistics: the standardizer centres a constant feature to 0."
+            )
+        else:
+            summary = (
+                f"Standardize '{inp.name}', with statistics from more than one sample (one "
+                "shows no spread): pass more or larger batches to diagnose()."
+            )
         yield large_constant_input_feature.finding(
             message,
             where=where,
@@ -453,21 +448,7 @@ def large_constant_input_feature(ctx: Context) -> Iterator[Finding]:
                 "features": [_feature_evidence(f) for f in feats[:64]],
                 "flagged": len(feats),
             },
-            fix=Fix(
-                summary=(
-                    f"Drop the constant {'feature' if len(feats) == 1 else 'features'} "
-                    f"({values}{more}), or standardize '{inp.name}' with the measured "
-                    "statistics: the standardizer centres a constant feature to 0."
-                )
-                if worst.count > 1
-                else (
-                    f"Standardize '{inp.name}', with statistics from more than one sample (one "
-                    "shows no spread): pass more or larger batches to diagnose()."
-                ),
-                code=fix.code,
-                applicability=fix.applicability,
-                values=fix.values,
-            ),
+            fix=replace(standardize_fix(inp, feats), summary=summary),
         )
 
 
@@ -497,11 +478,7 @@ def constant_input_feature(ctx: Context) -> Iterator[Finding]:
         const = [f for f in inp.features if f.std == 0 and f.count >= 2]
         if not const:
             continue
-        large = {
-            f.name
-            for f in inp.judged
-            if f.std == 0 and (_constant_curvature(f) or 0.0) > KAPPA_WARN.value
-        }
+        large = {f.name for f in inp.judged if _large_constant(f)}
         const = [f for f in const if f.name not in large]
         if not const:
             continue
