@@ -2,7 +2,8 @@
 
 - ``stalling``: an input-scale finding (SC1xx, warning or error) **and** evidence that it
   blocks learning: a ``blocked`` finding (exact saturation at the input layer, exactly-zero
-  or vanishing input-layer gradients, a saturated softmax), confirmed by a trial in which
+  or vanishing input-layer gradients, a saturated softmax; without one, an input whose
+  every varying feature the model turns into a constant, SC108), confirmed by a trial in which
   rescaling the inputs trains clearly better than the raw inputs, or, without a
   conclusive trial, while the loss is not below the constant predictor's.
 - ``at_risk``: an input-scale finding without that evidence (including inputs a
@@ -39,6 +40,10 @@ def decide(
     scale = [f for f in findings if f.category == "input-scale"]
     serious = [f for f in scale if f.severity >= Severity.WARNING]
     blocked = [f for f in findings if f.category == "blocked"]
+    if not blocked:
+        # an input whose every varying feature the model erases (SC108) blocks learning
+        # too, with no gradient to show it: the output cannot depend on that input
+        blocked = [f for f in scale if f.code == "SC108" and f.evidence.get("every")]
     trial_says = [f for f in findings if f.category == "trial"]
     loss = measurements.loss
     plateau = True
@@ -47,6 +52,20 @@ def decide(
     if not scale:
         return Verdict.OK, _well_scaled(findings)
     what = _scale_phrase(serious or scale)
+    erased = [
+        e["name"]
+        for f in scale
+        if f.code == "SC108"
+        for e in f.evidence.get("erased", ())
+        if isinstance(e, dict) and e.get("name")
+    ]
+    if erased:
+        # the model's own normalization did not deal with the scale: it removed features
+        named = ", ".join(erased[:3]) + (f" and {len(erased) - 3} more" if len(erased) > 3 else "")
+        what += (
+            f"; the model turns {named} into "
+            f"{'a constant' if len(erased) == 1 else 'constants'} before its first layer"
+        )
     if serious and trial_says and blocked:
         return Verdict.STALLING, (
             f"{what}, and a short training trial shows it: {trial_says[0].message}"
@@ -128,6 +147,8 @@ def _scale_phrase(scale: Sequence[Finding]) -> str:
 
 
 def _short(f: Finding) -> str:
+    if f.code == "SC108":
+        return f"nothing the first layer receives from '{f.evidence.get('input')}' varies"
     first = f.message.split(": ")[0] if f.code == "SC301" else f.message.split(";")[0]
     return first.rstrip(".")
 

@@ -514,6 +514,20 @@ def constant_timestamp_tanh() -> Setup:
     return Setup(_mlp(3, 1, "tanh", seed=12), _batches(x, y))
 
 
+@case(
+    "synthetic",
+    "stalling",
+    "The export's timestamp column (1.7e9 in every row) and two standardized features behind "
+    "a LayerNorm meant to take care of scale: it normalizes each sample across the three, "
+    "so the timestamp's deviation is the whole sample's spread and the two features reach "
+    "the first layer as constants (rule SC108).",
+    badly_scaled=True,
+)
+def layernorm_over_constant_timestamp() -> Setup:
+    x, y = _snapshot()
+    return Setup(_mlp(3, 1, "tanh", seed=12, first=lambda: nn.LayerNorm(3)), _batches(x, y))
+
+
 def _prices(seed: int = 15) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     price = rng.uniform(1000, 9000, N)

@@ -213,6 +213,23 @@ VERIFIED: dict[str, dict[str, Any]] = {
         "label": "stalling",
         "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 0.00021x",
     },
+    "layernorm_over_constant_timestamp": {
+        "baseline": 1.0,
+        "kappa": 2.89e18,
+        "std_ratio": 1.035,
+        "raw": {
+            "best": 1.0,
+            "lr": 0.0001,
+            "finals": {"1e-04": 1.0, "1e-03": 1.0, "1e-02": 1.0, "1e-01": 1.0},
+        },
+        "standardized": {
+            "best": 0.1599,
+            "lr": 0.01,
+            "finals": {"1e-04": 0.1842, "1e-03": 0.175, "1e-02": 0.1599, "1e-01": 0.1664},
+        },
+        "label": "stalling",
+        "reason": "raw stays at 1x the constant predictor's loss, rescaled reaches 0.16x",
+    },
     "prices_in_thousands_tanh": {
         "baseline": 1.0,
         "kappa": 198400000.0,

@@ -485,7 +485,8 @@ def constant_input_feature(ctx: Context) -> Iterator[Finding]:
         names = ", ".join(f"{f.name} = {num(f.mean)}" for f in const[:5])
         more = f" and {len(const) - 5} more" if len(const) > 5 else ""
         yield constant_input_feature.finding(
-            f"{plural(len(const), 'feature')} of {inp.name} never change in the measured "
+            f"{plural(len(const), 'feature')} of {inp.name} "
+            f"{'never changes' if len(const) == 1 else 'never change'} in the measured "
             f"samples: {names}{more}.",
             where=const[0].name if len(const) == 1 else inp.name,
             evidence={"features": [_feature_evidence(f) for f in const[:64]]},
@@ -559,11 +560,12 @@ def input_rescaled_in_model(ctx: Context) -> Iterator[Finding]:
         None needed; standardizing in the data pipeline is still good practice.
 
     Known problems:
-        None known.
+        A feature the rescaling turns into a constant is not well scaled but gone: that
+        input is left to SC108.
     """
     for inp in _feature_inputs(ctx):
-        if not inp.seen_by_layer:
-            continue
+        if not inp.seen_by_layer or _erased(inp):
+            continue  # erased features: SC108 (the layer receives constants, not values)
         raw_bad = [f for f in inp.features if _scale_number(f) > KAPPA_WARN.value]
         seen_bad = [f for f in inp.seen_by_layer if _scale_number(f) > KAPPA_WARN.value]
         if not raw_bad or seen_bad:
@@ -586,3 +588,150 @@ def input_rescaled_in_model(ctx: Context) -> Iterator[Finding]:
                 "raw": [_feature_evidence(f) for f in raw_bad[:64]],
             },
         )
+
+
+def _erased(inp: InputStats) -> list[tuple[FeatureStats, FeatureStats]]:
+    """The features of *inp* that vary in the data but reach the first layer as one
+    value in every sample: ``(raw, seen)`` pairs. Compared only when what the layer
+    receives has the raw input's features (the same count, by index), and on exact ranges
+    (``min == max`` is exact; a std computed from float sums is not)."""
+    if not inp.seen_by_layer or len(inp.seen_by_layer) != len(inp.features):
+        return []
+    out = []
+    for raw, seen in zip(inp.features, inp.seen_by_layer, strict=True):
+        varies = raw.count > 1 and raw.min is not None and raw.max is not None
+        varies = varies and raw.min < raw.max  # type: ignore[operator]
+        constant = seen.count > 1 and seen.min is not None and seen.min == seen.max
+        if varies and constant and math.isfinite(seen.min):  # type: ignore[arg-type]
+            out.append((raw, seen))
+    return out
+
+
+@rule("SC108", "input-erased-in-model", Severity.ERROR, "input-scale", thresholds=(KAPPA_WARN,))
+def input_erased_in_model(ctx: Context) -> Iterator[Finding]:
+    """The model turns a varying input feature into a constant before its first layer.
+
+    What it does:
+        For inputs the model transforms before its first parametrized layer (see SC106),
+        compares each feature as the data holds it with what that layer receives, and
+        flags features that vary in the data but reach the layer as the same value in
+        every measured sample. It counts as an input-scale finding when some raw feature
+        of the input is badly scaled (``kappa``, or ``c^2 + 1`` for a constant, above
+        ``kappa_warn``, as in SC101 and SC107): the model's normalization was there for
+        that scale and does not deal with it; otherwise it is an error of another kind.
+
+    Why it matters:
+        Nothing can be learned from a feature the first layer receives as a constant:
+        its weight acts as a second bias, and the prediction cannot depend on the
+        feature's value. The usual cause is a ``LayerNorm`` put in front of the network to
+        handle scale: it normalizes each sample across its features, not each feature
+        across samples. Over a single feature it outputs its bias for every sample; next
+        to a feature orders of magnitude larger, a small feature's variation falls below
+        float precision (a near-constant result is SC101's, judged on what the layer
+        receives).
+
+    Example:
+        ``nn.Sequential(nn.LayerNorm(1), nn.Linear(1, 10), nn.Tanh(), ...)`` on ``x`` in
+        [255, 200000]: the first layer receives 0 in every sample.
+
+    Fix:
+        Normalize each feature over the data instead: ``report.standardizer()`` (fitted
+        on the measured batches) in place of the layer, or ``nn.BatchNorm1d(F)``, and
+        remove the operation that erases the feature. Retrain after applying.
+
+    Known problems:
+        Compared feature by feature only when the first layer receives as many features
+        as the input has. A feature that varies only outside the measured batches is not
+        flagged.
+    """
+    for inp in _feature_inputs(ctx):
+        erased = _erased(inp)
+        if not erased:
+            continue
+        how = _erasing(ctx, inp)
+        scaled = sorted(
+            (f for f in inp.features if _scale_number(f) > KAPPA_WARN.value),
+            key=lambda f: -_scale_number(f),
+        )
+        varying = [f for f in inp.features if f.std]
+        layer = ctx.measurements.label(inp.consumer)
+        parts = [
+            f"{raw.name} ({_spread(raw)}, received as {num(seen.min)})" for raw, seen in erased[:3]
+        ]
+        more = f" and {len(erased) - 3} more" if len(erased) > 3 else ""
+        if len(erased) == 1:
+            raw, seen = erased[0]
+            where = raw.name
+            head = (
+                f"{raw.name} varies in the data ({_spread(raw)}) but the first layer {layer} "
+                f"receives it as {num(seen.min)} in every sample"
+            )
+        else:
+            where = f"{inp.name} ({len(erased)} of {len(inp.features)} features)"
+            head = (
+                f"{len(erased)} features of {inp.name} vary in the data but the first layer "
+                f"{layer} receives each as one value in every sample: {'; '.join(parts)}{more}"
+            )
+        why = ""
+        if (inp.normalized_by or "").endswith("(layer_norm)"):
+            why = (
+                " A LayerNorm normalizes each sample across its features, not each feature "
+                "across samples"
+                + (
+                    ": over a single feature it outputs its bias for every sample."
+                    if len(inp.features) == 1
+                    else "; next to much larger features a small one's variation falls below "
+                    "float precision."
+                )
+            )
+        message = (
+            f"{head}: {how} {'erase' if ' and ' in how else 'erases'} "
+            f"{'it' if len(erased) == 1 else 'them'}, so nothing can be learned from "
+            f"{'it' if len(erased) == 1 else 'them'}.{why}"
+        )
+        feats = [raw for raw, _ in erased]
+        fix = standardize_fix(inp, feats)
+        fix = replace(
+            fix,
+            summary=f"Remove {how} before the first layer and normalize each feature over the "
+            f"data instead: standardize '{inp.name}' with the measured statistics "
+            + fix.summary.split("statistics ", 1)[-1].rstrip(".")
+            + ", or use nn.BatchNorm1d in its place.",
+            code=f"# first remove {how} from the model, then:\n{fix.code}",
+        )
+        yield input_erased_in_model.finding(
+            message,
+            where=where,
+            category="input-scale" if scaled else "other",
+            evidence={
+                "input": inp.name,
+                "normalized_by": inp.normalized_by,
+                "transformed_by": list(inp.transformed_by),
+                # the badly scaled raw features (what the verdict names), then the erased
+                "features": [_feature_evidence(f) for f in scaled[:64]],
+                "erased": [
+                    {**_feature_evidence(raw), "received": seen.min} for raw, seen in erased[:64]
+                ],
+                "erased_total": len(erased),
+                # every varying feature erased: the output cannot depend on this input
+                "every": len(erased) >= len(varying),
+            },
+            fix=fix,
+        )
+
+
+def _erasing(ctx: Context, inp: InputStats) -> str:
+    """What the model does to *inp* before its first layer, for SC108's messages:
+    ``the layer_norm of module 0 (LayerNorm)``, or the operations applied."""
+    if inp.normalized_by:
+        module, _, kind = inp.normalized_by.rpartition(" (")
+        return f"the {kind.rstrip(')')} of module {ctx.measurements.label(module)}"
+    ops = list(dict.fromkeys(_op(o) for o in inp.transformed_by))
+    if not ops:
+        return "the model"
+    listed = ops[0] if len(ops) == 1 else ", ".join(ops[:-1]) + " and " + ops[-1]
+    return f"the model's {listed}"
+
+
+def _spread(f: FeatureStats) -> str:
+    return f"spans [{num(f.min)}, {num(f.max)}], std {num(f.std)}"
