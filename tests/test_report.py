@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+import warnings
 
 import pytest
 import torch
@@ -85,6 +87,73 @@ def test_standardizer_handles_channels_and_constant_features():
     assert out[:, 0].abs().max() == 0 and out[:, 1].eq(-1).all() and out[:, 2].eq(-1).all()
     with pytest.raises(scalecheck.InvalidArgumentError, match="3 features"):
         s(torch.ones(2, 5, 4, 4))
+
+
+@pytest.mark.parametrize("log", [None, [True, False]])
+def test_the_standardized_model_exports_traces_and_scripts(log):
+    """The fix is a module users deploy with their model: ``torch.export`` (with a dynamic
+    batch), ``torch.jit.trace`` (no TracerWarning: the suite turns warnings into errors)
+    and ``torch.jit.script`` give the eager outputs. ``torch.export`` used to stop on the
+    log flag read from a buffer in ``forward`` (GuardOnDataDependentSymNode)."""
+    s = scalecheck.Standardizer([2.0, 1e4], [0.5, 3e3], axis=1, ndim=2, log=log)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(s, torch.nn.Linear(2, 3)).eval()
+    x = torch.rand(8, 2) * torch.tensor([10.0, 2e4]) + 0.5
+    want = model(x)
+    batch = torch.export.Dim("batch")
+    exported = torch.export.export(model, (x,), dynamic_shapes=({0: batch},)).module()
+    assert torch.equal(exported(x), want) and torch.equal(exported(x[:3]), model(x[:3]))
+    with warnings.catch_warnings():
+        # torch 2.13 deprecates both in favour of torch.export; a TracerWarning still fails
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(model, x)
+        scripted = torch.jit.script(model)
+    assert torch.equal(traced(x), want)
+    assert torch.equal(scripted(x), want)
+    with pytest.raises(Exception, match="this Standardizer has 2 features"):
+        scripted(torch.ones(4, 3))
+
+
+def test_a_wrapped_two_input_model_exports():
+    """``report.wrap(model)`` (one standardizer per named input) exports too."""
+
+    class Two(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(2, 4), torch.nn.Linear(3, 4)
+
+        def forward(self, num: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+            return torch.tanh(self.a(num) + self.b(other))
+
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        ((torch.rand(32, 2, generator=g) * 1e4, torch.rand(32, 3, generator=g)), torch.randn(32, 4))
+        for _ in range(4)
+    ]
+    report = scalecheck.diagnose(Two(), batches, trial=False, strict=True)
+    wrapped = report.wrap(Two()).eval()
+    inputs = batches[0][0]
+    exported = torch.export.export(wrapped, inputs).module()
+    assert torch.equal(exported(*inputs), wrapped(*inputs))
+
+
+def test_the_log_flag_follows_a_loaded_state_dict_and_old_pickles():
+    """``forward`` reads a Python flag, not the ``log_mask`` buffer: loading a state_dict
+    updates it, and a Standardizer pickled before the flag existed gets it back."""
+    logged = scalecheck.Standardizer([0.0], [1.0], log=[True])
+    plain = scalecheck.Standardizer([0.0], [1.0])
+    x = torch.tensor([[math.e]])
+    assert plain(x).item() == pytest.approx(math.e)
+    plain.load_state_dict(logged.state_dict())
+    assert plain(x).item() == pytest.approx(1.0)
+    state = dict(logged.__dict__)
+    del state["_features"], state["_logs"]
+    old = scalecheck.Standardizer.__new__(scalecheck.Standardizer)
+    old.__setstate__(state)
+    assert old(x).item() == pytest.approx(1.0) and old.features == 1
+    with pytest.raises(scalecheck.InvalidArgumentError, match="has 1 feature "):
+        old(torch.ones(2, 2))
 
 
 def test_records_built_from_columns_equal_the_dataclass_constructor():

@@ -5,6 +5,8 @@ with ``.to(device)``, saves with ``state_dict()`` and prepends to a model:
 ``nn.Sequential(report.standardizer(), model)``. Features flagged as spanning decades can be
 log-transformed first (``report.standardizer(log=True)``). For models with several inputs,
 :class:`StandardizedModel` applies one standardizer per named input and calls the model.
+Both deploy with the model: ``torch.export`` (with dynamic batch sizes) and
+``torch.jit.trace``; a :class:`Standardizer` also compiles with ``torch.jit.script``.
 
 Example:
     >>> import torch
@@ -16,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -38,9 +40,8 @@ class Standardizer(nn.Module):
         log: per-feature flags: take ``log`` first.
     """
 
-    mean: Tensor
-    std: Tensor
-    log_mask: Tensor
+    # torch.jit.script compiles a module's properties unless told otherwise
+    __jit_unused_properties__: ClassVar[list[str]] = ["features"]
 
     def __init__(
         self,
@@ -70,31 +71,49 @@ class Standardizer(nn.Module):
         self.register_buffer("log_mask", log_t)
         self.axis = axis
         self.ndim = ndim
+        # Python values, not reads of the buffers, in forward: torch.export and
+        # torch.jit.trace then see no data-dependent branch (a buffer read in forward
+        # stops torch.export with GuardOnDataDependentSymNode). Loading a state_dict
+        # updates them (the buffers' sizes cannot change there).
+        self._features = int(mean_t.shape[0])
+        self._logs = bool(log_t.any())
+        self.register_load_state_dict_post_hook(_sync_flags)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a Standardizer pickled (torch.save(model)) before the flags existed
+        super().__setstate__(state)
+        if "_features" not in self.__dict__:
+            self._features = int(self.mean.shape[0])
+            self._logs = bool(self.log_mask.any())
+            self.register_load_state_dict_post_hook(_sync_flags)
 
     @property
     def features(self) -> int:
         """Number of features."""
-        return int(self.mean.shape[0])
+        return self._features
 
     def _shape(self, x: Tensor) -> list[int]:
+        """The shape the buffers take to broadcast over *x* (TorchScript-compatible: no
+        properties, plain exceptions with their message, no tuples of sizes)."""
         shape = [1] * x.dim()
-        if self.axis is None or (self.features == 1 and x.dim() <= 1):
-            return shape or [1]
         axis = self.axis
+        if axis is None or (self._features == 1 and x.dim() <= 1):
+            return shape if x.dim() > 0 else [1]
         if x.dim() != self.ndim:
             if axis == self.ndim - 1:
                 axis = x.dim() - 1  # features in the last dimension stay there
             else:
                 raise InvalidArgumentError(
                     f"this Standardizer was fitted on {self.ndim}-D inputs with features in "
-                    f"dimension {self.axis}; got an input of shape {tuple(x.shape)}."
+                    f"dimension {axis}; got an input of shape {x.shape}."
                 )
-        if x.shape[axis] != self.features:
+        if not torch.jit.is_tracing() and x.shape[axis] != self._features:
+            noun = "feature" if self._features == 1 else "features"
             raise InvalidArgumentError(
-                f"this Standardizer has {self.features} features (dimension {self.axis}); got "
-                f"an input of shape {tuple(x.shape)}."
+                f"this Standardizer has {self._features} {noun} (dimension {axis}); got "
+                f"an input of shape {x.shape}."
             )
-        shape[axis] = self.features
+        shape[axis] = self._features
         return shape
 
     def forward(self, x: Tensor) -> Tensor:
@@ -104,9 +123,9 @@ class Standardizer(nn.Module):
         shape = self._shape(x)
         mean = self.mean.to(x.dtype).reshape(shape)
         std = self.std.to(x.dtype).reshape(shape)
-        if bool(self.log_mask.any()):
+        if self._logs:
             mask = self.log_mask.reshape(shape)
-            x = torch.where(mask, torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)), x)
+            x = torch.where(mask, torch.log(x.clamp_min(_tiny(x.dtype))), x)
         return (x - mean) / std
 
     def extra_repr(self) -> str:
@@ -117,6 +136,28 @@ class Standardizer(nn.Module):
         more = ", ..." if self.features > 4 else ""
         logs = f", log={int(self.log_mask.sum())} features" if bool(self.log_mask.any()) else ""
         return f"features={self.features}, axis={self.axis}, [{shown}{more}]{logs}"
+
+
+def _tiny(dtype: torch.dtype) -> float:
+    """The smallest positive normal number of a float *dtype* (``torch.finfo(dtype).tiny``,
+    which TorchScript cannot compile): log features clamp values <= 0 to it.
+
+    Example:
+        >>> all(_tiny(d) == torch.finfo(d).tiny for d in (torch.float16, torch.bfloat16,
+        ...                                               torch.float32, torch.float64))
+        True
+    """
+    if dtype == torch.float64:
+        return 2.2250738585072014e-308
+    if dtype == torch.float16:
+        return 6.103515625e-05
+    return 1.1754943508222875e-38  # float32 and bfloat16 share their exponent range
+
+
+def _sync_flags(module: nn.Module, incompatible_keys: Any) -> None:
+    """After ``load_state_dict``: the log flag follows the loaded ``log_mask``."""
+    if isinstance(module, Standardizer):
+        module._logs = bool(module.log_mask.any())
 
 
 class StandardizedModel(nn.Module):
