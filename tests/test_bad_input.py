@@ -159,6 +159,14 @@ ROWS = [
         r"no trainable parameters.*requires_grad=False",
     ),
     (
+        "model on the meta device",
+        lambda: mlp().to("meta"),
+        [(X, Y)],
+        {},
+        InvalidArgumentError,
+        r"has 4 tensors on the 'meta' device \(0.weight, 0.bias, 2.weight and 1 more\).*to_empty",
+    ),
+    (
         "zero-size batch",
         mlp,
         [(torch.zeros(0, 3), torch.zeros(0, 1))],

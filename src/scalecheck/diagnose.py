@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _validation as v
+from ._format import plural
 from ._progress import Progress, expected_batches
 from ._version import __version__
 from .errors import InvalidArgumentError, ScaleCheckError, UnsupportedModelError
@@ -213,6 +214,15 @@ def _check_model(model: Any) -> nn.Module:
         raise InvalidArgumentError(
             f"model ({type(model).__name__}) has no parameters, so there is nothing to train "
             "and nothing to diagnose. Pass the network whose training stalls."
+        )
+    meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if meta:
+        shown = ", ".join(meta[:3]) + (f" and {len(meta) - 3} more" if len(meta) > 3 else "")
+        raise InvalidArgumentError(
+            f"model ({type(model).__name__}) has {plural(len(meta), 'tensor')} on the 'meta' "
+            f"device ({shown}): they hold no values to run or measure. Materialize the model "
+            "first: model.to_empty(device='cpu') and then load its weights "
+            "(model.load_state_dict(...))."
         )
     if not any(p.requires_grad for p in params):
         raise InvalidArgumentError(
