@@ -173,6 +173,14 @@ def test_html_format_is_a_document_with_the_report(capsys, tmp_path):
     assert "Training trial: 8 steps of Adam per arm" in html  # --trial-steps reached it
 
 
+def test_markdown_format_is_the_reports_markdown(capsys):
+    """For CI job summaries: ``--format markdown`` prints ``report.to_markdown()``."""
+    code, out, _ = run(capsys, "check", RAW, "--no-trial", "--format", "markdown")
+    assert code == EXIT_FINDINGS
+    assert out.startswith("### scalecheck: **STALLING**")
+    assert "`SC101` unscaled-input-feature" in out and "```python" in out
+
+
 def test_text_format_to_a_file(capsys, tmp_path):
     target = tmp_path / "report.txt"
     code, out, _ = run(capsys, "check", STANDARDIZED, "--no-trial", "--output", str(target))

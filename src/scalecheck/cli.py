@@ -59,7 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0)
     _trial_arguments(check)
     check.add_argument("--ignore", action="append", default=[], help="rule code/prefix/name")
-    check.add_argument("--format", choices=("text", "json", "html"), default="text")
+    check.add_argument(
+        "--format",
+        choices=("text", "json", "html", "markdown"),
+        default="text",
+        help="markdown suits CI job summaries ($GITHUB_STEP_SUMMARY) and review comments",
+    )
     check.add_argument("--output", type=Path, help="write the report here instead of stdout")
     check.add_argument(
         "--fail-on",
@@ -257,6 +262,8 @@ def _check(args: argparse.Namespace) -> int:
         text = report.to_json()
     elif args.format == "html":
         text = report.to_html(standalone=True)  # _repr_html_ in a complete document
+    elif args.format == "markdown":
+        text = report.to_markdown()
     else:
         text = str(report)
     if args.output is not None:
