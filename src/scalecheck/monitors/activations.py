@@ -190,13 +190,61 @@ _PASSTHROUGH = {
 _CATEGORICAL = {"embedding", "one_hot"}
 
 
+def _dims_of(
+    src: Tensor, out: Tensor, dims: tuple[int | None, ...] | None
+) -> tuple[int | None, ...] | None:
+    """Which input dimension each dimension of *out* is, given *src*'s (*dims*), for *out*
+    computed from *src*. A view of *src* (``permute``, ``transpose``, ``movedim``, ``.T``,
+    slicing) is read from its sizes and strides: an output dimension is the source
+    dimension with the same size and stride, when exactly one has them. Any other result
+    of *src*'s shape (an elementwise operation, a copy, ``.float()``) keeps *src*'s
+    dimensions; anything else gives None.
+
+    Example:
+        >>> x = torch.zeros(2, 5, 6, 3)
+        >>> _dims_of(x, x.permute(0, 3, 1, 2), (0, 1, 2, 3))
+        (0, 3, 1, 2)
+        >>> _dims_of(x, x.float() / 255, (0, 1, 2, 3))
+        (0, 1, 2, 3)
+        >>> _dims_of(x, x.reshape(2, 90), (0, 1, 2, 3))  # the merged dimension is none
+        (0, None)
+        >>> _dims_of(x, x.sum(1), (0, 1, 2, 3)) is None
+        True
+    """
+    if dims is None or len(dims) != src.dim():
+        return None
+    shared = out.device == src.device and out.untyped_storage().data_ptr() == (
+        src.untyped_storage().data_ptr()
+    )
+    if not shared or out.is_sparse or src.is_sparse:
+        return dims if out.shape == src.shape else None
+    found: list[int | None] = []
+    for size, stride in zip(out.shape, out.stride(), strict=True):
+        same = [
+            i
+            for i in range(src.dim())
+            if src.shape[i] == size and src.stride(i) == stride and size > 1
+        ]
+        found.append(dims[same[0]] if len(same) == 1 else None)
+    if out.shape == src.shape and all(f is None for f in found):
+        return dims  # e.g. an in-place result
+    return tuple(found)
+
+
 @dataclass
 class Consumer:
-    """The first operation that consumed one model input."""
+    """The first operation that consumed one model input.
+
+    ``raw_axis``: the input's dimension that became this layer's feature dimension (its
+    channels for a convolution, its last dimension for a linear layer), followed through
+    the permutes, transposes and elementwise operations before it; None where a reshape
+    or another operation lost the correspondence.
+    """
 
     op: str
     module: str
     params: tuple[str, ...]
+    raw_axis: int | None = None
 
 
 @dataclass
@@ -332,6 +380,9 @@ class ActivationMonitor:
         self.enabled = True
         self.tracing = False
         self._raw: dict[int, tuple[Tensor, str]] = {}
+        # for each tensor of _raw: which input dimension each of its dimensions is (None:
+        # not one input dimension), see _dims_of
+        self._dims: dict[int, tuple[int | None, ...]] = {}
         self._first: dict[int, tuple[Tensor, str]] = {}
         self._layout = "last"
         self._sample_idx: dict[tuple[int, torch.device], Tensor] = {}
@@ -358,6 +409,7 @@ class ActivationMonitor:
         self.batch_index = batch_index
         self.tracing = trace and self.enabled
         self._raw = {id(t): (t, name) for name, t in inputs.items()} if self.tracing else {}
+        self._dims = {key: tuple(range(t.dim())) for key, (t, _) in self._raw.items()}
         self._first = {}
         self._layout = "last"
         self._layer_calls = {}
@@ -368,6 +420,7 @@ class ActivationMonitor:
         self.tracing = False
         self._layer_calls = {}
         self._raw.clear()
+        self._dims.clear()
         self._first.clear()
 
     def observe_blocks(
@@ -591,7 +644,9 @@ class ActivationMonitor:
                 assert kind is not None
                 for src, name in raw:
                     if name not in self.structure.consumers:
-                        self.structure.consumers[name] = Consumer(kind, module, params)
+                        self.structure.consumers[name] = Consumer(
+                            kind, module, params, self._raw_axis(src, kind)
+                        )
                         self.structure.layer_params.update(params)
                         if (
                             name in self.structure.transformed_by
@@ -619,13 +674,24 @@ class ActivationMonitor:
                     if op_name not in self.structure.transformed_by[name]:
                         self.structure.transformed_by[name].append(op_name)
             first_name = raw[0][1]
+            src = raw[0][0]
             for t in outs:
                 self._raw[id(t)] = (t, first_name)
+                self._dims[id(t)] = _dims_of(src, t, self._dims.get(id(src)))
             return
         fed = [self._first[id(t)] for t in ins if id(t) in self._first]
         if fed and not is_layer:
             for t in outs:
                 self._first[id(t)] = (t, fed[0][1])
+
+    def _raw_axis(self, src: Tensor, kind: str) -> int | None:
+        """The input dimension that is *src*'s feature dimension for a layer of *kind*
+        (channels first for convolutions and batch norm, else the last), or None."""
+        dims = self._dims.get(id(src))
+        if not dims or src.dim() < 2:
+            return None
+        axis = dims[1] if _LAYOUT.get(kind) == "first" else dims[-1]
+        return axis if axis else None  # 0 is the batch dimension: not features
 
     # -- state --------------------------------------------------------------------------
     def _new_site(

@@ -11,7 +11,11 @@ non-finite values excluded and counted, exact min, max and zero count, the momen
 number of the second-moment matrix of ``[x, 1]`` is computed raw and standardized.
 
 Features are the columns of ``[N, F]``, the channels of ``[N, C, ...]`` (when the model's first
-layer is a convolution or batch norm) and the last dimension of ``[N, T, F]`` otherwise.
+layer is a convolution or batch norm) and the last dimension of ``[N, T, F]`` otherwise. When
+the model permutes its input before that layer (``[N, H, W, C]`` images permuted for a
+convolution, ``[N, F, T]`` sequences transposed for a linear layer), the features are the
+input dimension that becomes the layer's own (``Consumer.raw_axis``, traced on the first
+batch).
 """
 
 from __future__ import annotations

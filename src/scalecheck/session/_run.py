@@ -288,6 +288,11 @@ def _plan(
             kind = "ignored"
         channels_first = consumer is not None and consumer.op in _CHANNELS_FIRST_OPS
         axis = feature_axis(t, channels_first)
+        if consumer is not None and consumer.raw_axis is not None and axis is not None:
+            # the model permutes its input before the first layer (an image batch
+            # [N, H, W, C] permuted for a convolution): the features are the dimension
+            # that layer takes as its own
+            axis = consumer.raw_axis
         features = 1 if axis is None else int(t.shape[axis])
         inputs.add(
             InputPlan(
