@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import scalecheck
 from scalecheck.monitors.loss import LossMonitor
 
 
@@ -198,3 +199,35 @@ def test_nll_and_ignored_class_baselines_are_the_best_constant_predictions_loss(
     assert stats.baseline == pytest.approx(
         _constant_loss(loss_fn, batches, q.log().float().unsqueeze(0)), rel=1e-5
     )
+
+
+def test_a_non_finite_loss_names_the_non_finite_targets():
+    """A NaN target makes its batch's loss NaN. SC402 used to say only that the loss was NaN
+    on some batch; it now names the target columns holding NaN or inf (the loss monitor
+    counts them) and the fix drops those samples. Non-finite inputs are pointed to SC105."""
+    g = torch.Generator().manual_seed(7)
+    y = torch.randn(128, 2, generator=g)
+    y[5, 1] = float("nan")
+    y[70, 1] = float("inf")
+    x = torch.randn(128, 3, generator=g)
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+    report = scalecheck.diagnose(model, batches, trial=False, strict=True)
+    (sc402,) = [f for f in report.findings if f.code == "SC402"]
+    assert sc402.message == (
+        "The loss was NaN or inf on 2 of 4 measured batches (first: batch 0): the targets "
+        "hold 2 NaN or inf values (target[1]: 2)."
+    )
+    assert sc402.evidence["target_nonfinite"] == {"target[1]": 2}
+    assert sc402.fix is not None and "torch.isfinite(y)" in sc402.fix.code
+    assert "SC105" not in report.codes()
+
+    x[3, 0] = float("nan")
+    y = torch.randn(128, 2, generator=g)
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
+    report = scalecheck.diagnose(model, batches, trial=False, strict=True)
+    (sc402,) = [f for f in report.findings if f.code == "SC402"]
+    assert sc402.message.endswith("the inputs hold 1 NaN or inf value (SC105).")
+    assert "SC105" in report.codes() and sc402.fix is not None and not sc402.fix.code

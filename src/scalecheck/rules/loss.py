@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .._format import num
+from .._format import num, plural
 from ..findings import Finding, Fix, Severity
 from ..measurements import feature_kappa
 from ._registry import Context, Threshold, rule
@@ -111,12 +111,39 @@ def non_finite_loss(ctx: Context) -> Iterator[Finding]:
     if loss is None or not loss.nonfinite:
         return
     bad = [i for i, v in enumerate(loss.per_batch) if v is None]
-    yield non_finite_loss.finding(
+    message = (
         f"The loss was NaN or inf on {len(bad)} of {len(loss.per_batch)} measured batches "
-        f"(first: batch {bad[0]}).",
+        f"(first: batch {bad[0]})"
+    )
+    # where the non-finite values came from, when scalecheck measured them
+    targets = [f for f in loss.targets if f.nonfinite]
+    inputs = sum(f.nonfinite for f in ctx.measurements.features)
+    causes = []
+    if targets:
+        total = sum(f.nonfinite for f in targets)
+        listed = ", ".join(f"{f.name}: {f.nonfinite}" for f in targets[:3])
+        causes.append(f"the targets hold {plural(total, 'NaN or inf value')} ({listed})")
+    if inputs:
+        causes.append(f"the inputs hold {plural(inputs, 'NaN or inf value')} (SC105)")
+    if causes:
+        message += ": " + " and ".join(causes)
+    summary = "Remove non-finite inputs or targets; compute the loss from logits."
+    code = ""
+    if targets:
+        summary = (
+            "Drop or impute the samples whose targets are NaN or inf before training "
+            "(a NaN target makes the whole batch's loss and every gradient NaN)."
+        )
+        code = "keep = torch.isfinite(y).reshape(len(y), -1).all(1)\nx, y = x[keep], y[keep]"
+    yield non_finite_loss.finding(
+        message + ".",
         where="loss",
-        evidence={"batches": bad[:64]},
-        fix=Fix(summary="Remove non-finite inputs or targets; compute the loss from logits."),
+        evidence={
+            "batches": bad[:64],
+            "target_nonfinite": {f.name: f.nonfinite for f in targets[:64]},
+            "input_nonfinite": inputs,
+        },
+        fix=Fix(summary=summary, code=code),
     )
 
 
