@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import scalecheck
@@ -231,3 +232,33 @@ def test_a_non_finite_loss_names_the_non_finite_targets():
     (sc402,) = [f for f in report.findings if f.code == "SC402"]
     assert sc402.message.endswith("the inputs hold 1 NaN or inf value (SC105).")
     assert "SC105" in report.codes() and sc402.fix is not None and not sc402.fix.code
+
+
+@pytest.mark.parametrize("loss_fn", [nn.MSELoss(), F.l1_loss, nn.HuberLoss()], ids=str)
+def test_a_criterion_that_broadcasts_output_and_targets_is_sc404(loss_fn):
+    """``[N, 1]`` outputs against ``[N]`` targets: the criterion compares ``[N, N]`` pairs
+    and the best constant is all the model can learn. torch only warns; SC404 says it, and
+    the verdict (about scale: ``ok``) names it."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(128, 3, generator=g)
+    y = x.sum(1)  # [N]
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    with pytest.warns(UserWarning, match="target size"):
+        report = scalecheck.diagnose(model, batches, loss_fn=loss_fn, trial=False, strict=True)
+    (sc404,) = [f for f in report.findings if f.code == "SC404"]
+    assert "output of shape (32, 1) with targets of shape (32,)" in sc404.message
+    assert "broadcasting them to (32, 32)" in sc404.message
+    assert report.loss.broadcast == ((32, 1), (32,), (32, 32))
+    assert report.verdict == scalecheck.Verdict.OK and "SC404" in report.summary
+    assert scalecheck.Report.from_json(report.to_json()).loss.broadcast == report.loss.broadcast
+
+    # the targets in the output's shape: nothing to report; nor when scalecheck infers the
+    # loss (it views the targets as the output's shape and says so)
+    fixed = [(xb, yb.unsqueeze(1)) for xb, yb in batches]
+    report = scalecheck.diagnose(model, fixed, loss_fn=loss_fn, trial=False, strict=True)
+    assert "SC404" not in report.codes()
+    report = scalecheck.diagnose(model, batches, trial=False, strict=True)
+    assert "SC404" not in report.codes() and "were viewed as" in report.loss.description

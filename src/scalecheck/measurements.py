@@ -287,6 +287,10 @@ class LossStats:
         prediction_spread: mean over output columns of the std of the predictions across
             samples; ``target_spread`` the same for the targets.
         targets: per-column statistics of float targets (at most 64 columns).
+        broadcast: for an elementwise criterion (``MSELoss``, ``L1Loss``, ``SmoothL1Loss``,
+            ``HuberLoss`` and their functional forms) given an output and targets whose
+            shapes broadcast to a larger one on the first batch: ``(output shape, targets
+            shape, the shape the criterion compared)``; None otherwise.
     """
 
     kind: str
@@ -299,6 +303,7 @@ class LossStats:
     target_spread: float | None
     targets: tuple[FeatureStats, ...] = ()
     nonfinite: bool = False
+    broadcast: tuple[tuple[int, ...], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

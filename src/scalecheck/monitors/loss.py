@@ -103,6 +103,9 @@ class LossMonitor:
         self._label_fill = 0
         self._soft = False  # class-probability targets: _labels holds probability mass
         self._reshaped = False
+        #: (output shape, targets shape, compared shape) when an elementwise criterion
+        #: broadcast them on the first batch (see LossStats.broadcast)
+        self.broadcast: tuple[tuple[int, ...], ...] | None = None
 
     # -- choosing and computing the loss ---------------------------------------------------
     def compute(self, output: Any, targets: Any, batch_index: int) -> Tensor:
@@ -111,6 +114,8 @@ class LossMonitor:
         if self.kind is None:
             self._choose(output, pred, targets, batch_index)
         loss = self._loss(output, pred, targets, batch_index)
+        if batch_index == 0 and self.kind == "custom":
+            self.broadcast = _broadcast(self.loss_fn, pred, targets)
         if self.track:
             self._track(pred, targets)
             self._values.append(loss.detach())
@@ -392,6 +397,7 @@ class LossMonitor:
             target_spread=target_spread,
             targets=targets,
             nonfinite=nonfinite,
+            broadcast=self.broadcast,
         )
 
     def _baseline(self, batches: int, m: HostMoments | None) -> tuple[float | None, str | None]:
@@ -445,6 +451,41 @@ class LossMonitor:
                 return entropy, "always predicting the weighted label frequencies (entropy)"
             return entropy, "always predicting the label frequencies (entropy)"
         return None, None
+
+
+#: Criteria that compare output and targets element by element after broadcasting them
+#: (torch warns "Using a target size ... different to the input size" and goes on).
+_ELEMENTWISE_CRITERIA = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+_ELEMENTWISE_FUNCTIONS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)
+
+
+def _broadcast(
+    loss_fn: Any, pred: Tensor | None, targets: Any
+) -> tuple[tuple[int, ...], ...] | None:
+    """``(output shape, targets shape, compared shape)`` when *loss_fn* is an elementwise
+    criterion and the two shapes broadcast to more elements than either has (``[N, 1]``
+    against ``[N]`` gives ``[N, N]``: every prediction compared with every target).
+
+    Example:
+        >>> _broadcast(nn.MSELoss(), torch.zeros(8, 1), torch.zeros(8))
+        ((8, 1), (8,), (8, 8))
+        >>> _broadcast(nn.MSELoss(), torch.zeros(8, 1), torch.zeros(8, 1)) is None
+        True
+    """
+    elementwise = isinstance(loss_fn, _ELEMENTWISE_CRITERIA) or any(
+        loss_fn is f for f in _ELEMENTWISE_FUNCTIONS
+    )
+    if not (elementwise and isinstance(pred, Tensor) and isinstance(targets, Tensor)):
+        return None
+    if pred.shape == targets.shape:
+        return None
+    try:
+        shape = torch.broadcast_shapes(pred.shape, targets.shape)
+    except RuntimeError:
+        return None
+    if math.prod(shape) <= max(pred.numel(), targets.numel()):
+        return None
+    return tuple(pred.shape), tuple(targets.shape), tuple(shape)
 
 
 def _weight(loss_fn: Any, name: str) -> Tensor | None:

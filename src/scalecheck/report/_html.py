@@ -204,7 +204,8 @@ def _findings(report: Report) -> str:
         out.extend(_finding(f, shown_fix.code if shown_fix else "") for f in members)
         out.append("</section>")
     out.append(
-        '<p class="sc-silence">To silence a rule: <code>diagnose(..., ignore=["SC101"])'
+        '<p class="sc-silence">To silence a rule: <code>diagnose(..., '
+        f'ignore=["{_e(report.findings[0].code)}"])'
         "</code> (codes, prefixes such as <code>SC2</code>, or names).</p>"
     )
     return "\n".join(out)

@@ -69,8 +69,8 @@ def _findings(findings: tuple[Finding, ...]) -> list[str]:
             lines.append(_wrap(f"fix: {f.fix.summary}", " " * 15, " " * 10))
     lines.append(
         _wrap(
-            'To silence a rule: diagnose(..., ignore=["SC101"]) (codes, prefixes such as "SC2", '
-            "or names).",
+            f'To silence a rule: diagnose(..., ignore=["{findings[0].code}"]) (codes, prefixes '
+            'such as "SC2", or names).',
             "  ",
             "  ",
         )

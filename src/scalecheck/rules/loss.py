@@ -203,3 +203,50 @@ def unscaled_regression_target(ctx: Context) -> Iterator[Finding]:
         ),
         severity=Severity.ERROR,
     )
+
+
+@rule("SC404", "loss-broadcasts-targets", Severity.ERROR, "other")
+def loss_broadcasts_targets(ctx: Context) -> Iterator[Finding]:
+    """The loss compared outputs and targets of different shapes by broadcasting them.
+
+    What it does:
+        For elementwise criteria (``MSELoss``, ``L1Loss``, ``SmoothL1Loss``, ``HuberLoss``
+        and their functional forms), checks on the first batch whether the model's output
+        and the targets have shapes that broadcast to a larger one, such as ``[N, 1]``
+        against ``[N]``, which becomes ``[N, N]``.
+
+    Why it matters:
+        The criterion then compares every prediction with every target of the batch, not
+        with its own. The mean of ``(p_i - y_j)^2`` over all pairs is least when every
+        prediction is the batch's mean target, so the best the network can learn is a
+        constant: a stall that looks like a learning-rate or scaling problem. torch only
+        warns ("Using a target size ... different to the input size").
+
+    Example:
+        ``nn.Linear(8, 1)`` outputs ``[N, 1]`` and the loader yields targets of shape
+        ``[N]``; ``nn.MSELoss()(output, y)`` compares ``[N, N]`` pairs.
+
+    Fix:
+        Give the targets the output's shape (``y.view_as(output)``, or ``y.unsqueeze(1)``),
+        or squeeze the output; then retrain.
+
+    Known problems:
+        A criterion written by hand is not inspected, and an intended broadcast (one
+        target row for a whole batch) is flagged too.
+    """
+    loss = ctx.measurements.loss
+    if loss is None or not loss.broadcast:
+        return
+    out, tgt, compared = (tuple(s) for s in loss.broadcast)
+    yield loss_broadcasts_targets.finding(
+        f"The loss compared the output of shape {out} with targets of shape {tgt} by "
+        f"broadcasting them to {compared}: every prediction is compared with every target "
+        "of the batch, so the best the model can learn is the mean target.",
+        where="loss",
+        evidence={"output_shape": list(out), "target_shape": list(tgt), "compared": list(compared)},
+        fix=Fix(
+            summary="Give the targets the output's shape before the loss.",
+            code="loss = loss_fn(output, y.view_as(output))",
+            applicability="retrain after applying",
+        ),
+    )
