@@ -262,3 +262,69 @@ def test_a_criterion_that_broadcasts_output_and_targets_is_sc404(loss_fn):
     assert "SC404" not in report.codes()
     report = scalecheck.diagnose(model, batches, trial=False, strict=True)
     assert "SC404" not in report.codes() and "were viewed as" in report.loss.description
+
+
+def _classifier(last: nn.Module | None, outputs: int = 3) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layers = [nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, outputs)]
+        return nn.Sequential(*layers, *([last] if last is not None else []))
+
+
+def _labelled(binary: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(96, 4, generator=g)
+    y = (x[:, :1] > 0).float() if binary else torch.randint(0, 3, (96,), generator=g)
+    return [(x[i : i + 32], y[i : i + 32]) for i in range(0, 96, 32)]
+
+
+@pytest.mark.parametrize(
+    ("last", "loss_fn", "outputs", "function", "floor"),
+    [
+        (nn.Softmax(dim=1), nn.CrossEntropyLoss(), 3, "softmax", "= 0.551 for C = 3 classes"),
+        (nn.Softmax(dim=1), F.cross_entropy, 3, "softmax", "= 0.551 for C = 3 classes"),
+        (nn.Sigmoid(), nn.BCEWithLogitsLoss(), 1, "sigmoid", "0.313 for a positive label"),
+        (nn.Softmax(dim=1), nn.NLLLoss(), 3, "softmax", "-p instead of -log p"),
+    ],
+    ids=["CrossEntropyLoss", "F.cross_entropy", "BCEWithLogitsLoss", "NLLLoss"],
+)
+def test_probabilities_into_a_loss_that_expects_logits_is_sc405(
+    last, loss_fn, outputs, function, floor
+):
+    """The double-softmax (or double-sigmoid) bug: the criterion squashes again what the
+    model already squashed. Read from the output's autograd node on the first batch."""
+    binary = outputs == 1
+    report = scalecheck.diagnose(
+        _classifier(last, outputs), _labelled(binary), loss_fn=loss_fn, trial=False, strict=True
+    )
+    (sc405,) = [f for f in report.findings if f.code == "SC405"]
+    assert f"comes out of a {function}" in sc405.message and floor in sc405.message
+    assert report.loss.squashed_by == (function, sc405.evidence["criterion"], outputs)
+    again = scalecheck.Report.from_json(report.to_json())
+    assert again.loss.squashed_by == report.loss.squashed_by
+
+
+def test_the_cross_entropy_floor_in_sc405_is_the_criterions_own():
+    """log(1 + (C - 1)/e) is what CrossEntropyLoss gives for the most confident
+    probabilities (a one-hot vector) taken as logits."""
+    for classes in (2, 3, 10):
+        one_hot = torch.eye(classes)
+        floor = nn.CrossEntropyLoss()(one_hot, torch.arange(classes)).item()
+        assert floor == pytest.approx(math.log(1 + (classes - 1) / math.e), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("last", "loss_fn"),
+    [
+        (None, nn.CrossEntropyLoss()),
+        (nn.LogSoftmax(dim=1), nn.NLLLoss()),
+        (nn.LogSoftmax(dim=1), nn.CrossEntropyLoss()),  # log_softmax is idempotent there
+        (nn.Softmax(dim=1), None),  # no criterion given: nothing to compare with
+    ],
+    ids=["logits", "LogSoftmax+NLLLoss", "LogSoftmax+CrossEntropyLoss", "inferred"],
+)
+def test_logits_and_log_probabilities_are_not_sc405(last, loss_fn):
+    report = scalecheck.diagnose(
+        _classifier(last), _labelled(), loss_fn=loss_fn, trial=False, strict=True
+    )
+    assert "SC405" not in report.codes()

@@ -291,6 +291,11 @@ class LossStats:
             ``HuberLoss`` and their functional forms) given an output and targets whose
             shapes broadcast to a larger one on the first batch: ``(output shape, targets
             shape, the shape the criterion compared)``; None otherwise.
+        squashed_by: ``(function, criterion, classes)`` when the model's output came out
+            of ``"softmax"`` or ``"sigmoid"`` on the first batch and the criterion expects
+            logits (``"cross_entropy"``, ``"bce_with_logits"``) or log-probabilities
+            (``"nll"``); *classes* is the size of the output's dimension 1 (1 for a 1-D
+            output). None otherwise.
     """
 
     kind: str
@@ -304,6 +309,7 @@ class LossStats:
     targets: tuple[FeatureStats, ...] = ()
     nonfinite: bool = False
     broadcast: tuple[tuple[int, ...], ...] | None = None
+    squashed_by: tuple[str, str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

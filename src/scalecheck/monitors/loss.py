@@ -106,6 +106,9 @@ class LossMonitor:
         #: (output shape, targets shape, compared shape) when an elementwise criterion
         #: broadcast them on the first batch (see LossStats.broadcast)
         self.broadcast: tuple[tuple[int, ...], ...] | None = None
+        #: (function, criterion, classes) when the output was squashed before a criterion
+        #: that expects logits (see LossStats.squashed_by)
+        self.squashed_by: tuple[str, str, int] | None = None
 
     # -- choosing and computing the loss ---------------------------------------------------
     def compute(self, output: Any, targets: Any, batch_index: int) -> Tensor:
@@ -116,6 +119,7 @@ class LossMonitor:
         loss = self._loss(output, pred, targets, batch_index)
         if batch_index == 0 and self.kind == "custom":
             self.broadcast = _broadcast(self.loss_fn, pred, targets)
+            self.squashed_by = _squashed_by(self.loss_fn, pred)
         if self.track:
             self._track(pred, targets)
             self._values.append(loss.detach())
@@ -398,6 +402,7 @@ class LossMonitor:
             targets=targets,
             nonfinite=nonfinite,
             broadcast=self.broadcast,
+            squashed_by=self.squashed_by,
         )
 
     def _baseline(self, batches: int, m: HostMoments | None) -> tuple[float | None, str | None]:
@@ -486,6 +491,47 @@ def _broadcast(
     if math.prod(shape) <= max(pred.numel(), targets.numel()):
         return None
     return tuple(pred.shape), tuple(targets.shape), tuple(shape)
+
+
+#: Criteria that take logits (they apply log_softmax or a log-sigmoid themselves) or, for
+#: NLLLoss, log-probabilities: an output that went through softmax or sigmoid is wrong for
+#: each of them. Modules and functions, by the name SC405 uses.
+_LOGIT_CRITERIA: tuple[tuple[Any, str], ...] = (
+    (nn.CrossEntropyLoss, "cross_entropy"),
+    (nn.BCEWithLogitsLoss, "bce_with_logits"),
+    (nn.NLLLoss, "nll"),
+)
+_LOGIT_FUNCTIONS: tuple[tuple[Any, str], ...] = (
+    (F.cross_entropy, "cross_entropy"),
+    (F.binary_cross_entropy_with_logits, "bce_with_logits"),
+    (F.nll_loss, "nll"),
+)
+#: autograd node names of the squashing functions (softmax as a module, a function or a
+#: method all record this node)
+_SQUASHING_NODES = {"SoftmaxBackward0": "softmax", "SigmoidBackward0": "sigmoid"}
+
+
+def _squashed_by(loss_fn: Any, pred: Tensor | None) -> tuple[str, str, int] | None:
+    """``(function, criterion, classes)`` when *pred* is the direct output of softmax or
+    sigmoid (read from its autograd node) and *loss_fn* expects logits or
+    log-probabilities.
+
+    Example:
+        >>> z = torch.zeros(4, 3, requires_grad=True)
+        >>> _squashed_by(nn.CrossEntropyLoss(), z.softmax(1))
+        ('softmax', 'cross_entropy', 3)
+        >>> _squashed_by(nn.CrossEntropyLoss(), z.log_softmax(1)) is None
+        True
+    """
+    criterion = next((n for cls, n in _LOGIT_CRITERIA if isinstance(loss_fn, cls)), None)
+    if criterion is None:
+        criterion = next((n for f, n in _LOGIT_FUNCTIONS if loss_fn is f), None)
+    if criterion is None or not isinstance(pred, Tensor) or pred.grad_fn is None:
+        return None
+    function = _SQUASHING_NODES.get(pred.grad_fn.name())
+    if function is None:
+        return None
+    return function, criterion, int(pred.shape[1]) if pred.dim() >= 2 else 1
 
 
 def _weight(loss_fn: Any, name: str) -> Tensor | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from .._format import num, plural
@@ -247,6 +248,92 @@ def loss_broadcasts_targets(ctx: Context) -> Iterator[Finding]:
         fix=Fix(
             summary="Give the targets the output's shape before the loss.",
             code="loss = loss_fn(output, y.view_as(output))",
+            applicability="retrain after applying",
+        ),
+    )
+
+
+#: What each criterion computes first from its input, and what it expects that input to be.
+_CRITERIA = {
+    "cross_entropy": ("CrossEntropyLoss", "logits (it applies log_softmax itself)"),
+    "bce_with_logits": ("BCEWithLogitsLoss", "logits (it applies a log-sigmoid itself)"),
+    "nll": ("NLLLoss", "log-probabilities (log_softmax)"),
+}
+
+
+@rule("SC405", "probabilities-into-logit-loss", Severity.WARNING, "other")
+def probabilities_into_logit_loss(ctx: Context) -> Iterator[Finding]:
+    """The model's output went through softmax or sigmoid, and the loss expects logits.
+
+    What it does:
+        On the first batch, reads the autograd node that produced the output given to
+        ``CrossEntropyLoss``, ``BCEWithLogitsLoss`` or ``NLLLoss`` (or their functional
+        forms), and flags a softmax or a sigmoid.
+
+    Why it matters:
+        ``CrossEntropyLoss`` applies ``log_softmax`` to what it gets; fed probabilities in
+        ``[0, 1]`` it cannot go below ``log(1 + (C - 1) / e)`` for ``C`` classes (0.55 for
+        3 classes, 1.46 for 10, against 0 for logits), so the model can never be confident
+        and its gradients shrink. ``BCEWithLogitsLoss`` on sigmoid outputs cannot go below
+        ``log(1 + 1/e) = 0.31`` for a positive label and ``log 2 = 0.69`` for a negative
+        one. ``NLLLoss`` on probabilities minimizes ``-p`` instead of ``-log p``: a badly
+        classified sample pulls with a gradient of at most 1 instead of ``1/p``. Training
+        still moves, slowly and to a worse optimum, which reads like a learning-rate or
+        scaling problem.
+
+    Example:
+        ``nn.Sequential(..., nn.Linear(64, 10), nn.Softmax(dim=1))`` trained with
+        ``nn.CrossEntropyLoss()``.
+
+    Fix:
+        Return the logits (remove the final Softmax or Sigmoid) and apply softmax or
+        sigmoid only where probabilities are needed, at inference; for ``NLLLoss``, end
+        the model with ``LogSoftmax``.
+
+    Known problems:
+        Only the operation that produced the output is read: a softmax followed by another
+        operation (a scaling, a log) is not flagged.
+    """
+    loss = ctx.measurements.loss
+    if loss is None or not loss.squashed_by:
+        return
+    function, criterion, classes = loss.squashed_by
+    name, expects = _CRITERIA.get(criterion, (criterion, "logits"))
+    if criterion == "cross_entropy" and classes >= 2:
+        floor = math.log(1 + (classes - 1) / math.e)
+        cost = (
+            f"with probabilities in [0, 1] as logits the loss cannot go below "
+            f"log(1 + (C - 1)/e) = {floor:.3g} for C = {classes} classes, so the model can "
+            "never be confident and its gradients shrink"
+        )
+    elif criterion == "bce_with_logits":
+        cost = (
+            "with probabilities in [0, 1] as logits the loss cannot go below 0.313 for a "
+            "positive label and 0.693 for a negative one"
+        )
+    elif criterion == "nll":
+        cost = (
+            "given probabilities it minimizes -p instead of -log p, so a badly classified "
+            "sample pulls with a gradient of at most 1 instead of 1/p"
+        )
+    else:
+        cost = "probabilities in [0, 1] are not what it expects"
+    fix_code = (
+        "# end the model with nn.LogSoftmax(dim=1) instead of nn.Softmax"
+        if criterion == "nll"
+        else f"# remove the final {function} from the model; apply it at inference only"
+    )
+    yield probabilities_into_logit_loss.finding(
+        f"The model's output comes out of a {function}, and {name} expects {expects}: {cost}.",
+        where="loss",
+        evidence={"function": function, "criterion": criterion, "classes": classes},
+        fix=Fix(
+            summary=(
+                "End the model with LogSoftmax for NLLLoss."
+                if criterion == "nll"
+                else f"Return the logits: remove the final {function} (the loss applies it)."
+            ),
+            code=fix_code,
             applicability="retrain after applying",
         ),
     )
