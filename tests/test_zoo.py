@@ -443,3 +443,40 @@ def test_sparse_embedding_gradients_measure_as_their_dense_twin(scale):
     if scale > 1:
         assert reports[1].trial is not None and reports[0].trial is not None
     assert sparse.emb.weight.grad is None
+
+
+class SparseInput(nn.Module):
+    """Bag-of-words style: a sparse ``[N, F]`` batch times a weight (``torch.sparse.mm``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.w = nn.Parameter(torch.randn(20, 8) * 0.2)
+            self.out = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(torch.sparse.mm(x, self.w)))
+
+
+@pytest.mark.parametrize("scale", [1000.0, 1.0])
+def test_sparse_inputs_are_measured_with_their_zeros(scale):
+    """A sparse COO batch: the input monitor used to fail on it (an internal error, SC001,
+    and an ``ok`` verdict for counts of 1000), and ``torch.sparse.mm`` was not known as a
+    layer. Its statistics include the implicit zeros, and the fix takes sparse batches."""
+    g = torch.Generator().manual_seed(0)
+    dense = (torch.rand(64, 20, generator=g) < 0.2).float() * scale
+    batches = [
+        (dense[i : i + 16].to_sparse(), torch.randn(16, 1, generator=g)) for i in range(0, 64, 16)
+    ]
+    report = scalecheck.diagnose(SparseInput(), batches, trial=False, strict=True)
+    (inp,) = report.inputs
+    assert inp.consumer == "<model>" and len(inp.features) == 20
+    assert inp.features[0].mean == pytest.approx(dense[:, 0].mean().item(), rel=1e-6)
+    assert inp.features[0].zero_fraction == pytest.approx((dense[:, 0] == 0).double().mean())
+    if scale > 1:
+        assert "SC101" in report.codes() and report.verdict != Verdict.OK
+        fixed = nn.Sequential(report.standardizer(), SparseInput())
+        assert scalecheck.diagnose(fixed, batches, trial=False).verdict == Verdict.OK
+    else:
+        assert report.verdict == Verdict.OK, report.summary

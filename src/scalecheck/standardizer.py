@@ -117,7 +117,10 @@ class Standardizer(nn.Module):
         return shape
 
     def forward(self, x: Tensor) -> Tensor:
-        """Standardize *x* (integers are converted to the buffers' float dtype)."""
+        """Standardize *x* (integers are converted to the buffers' float dtype; a sparse
+        batch comes out dense, as centring makes it)."""
+        if x.layout != torch.strided:
+            x = x.to_dense()
         if not x.is_floating_point():
             x = x.to(self.mean.dtype)
         shape = self._shape(x)

@@ -117,6 +117,9 @@ _add(
     torch.bmm,
     torch.addmm,
     torch.einsum,
+    # torch.sparse.mm / addmm (a sparse input times a weight) reach the mode as these
+    _get(torch._C._sparse, "_sparse_mm"),
+    _get(torch._C._sparse, "_sparse_addmm"),
 )
 _add(_LAYER_OPS, "embedding", "last", F.embedding, F.embedding_bag)
 _add(_LAYER_OPS, "one_hot", "last", F.one_hot)
@@ -210,13 +213,21 @@ def _dims_of(
         (0, None)
         >>> _dims_of(x, x.sum(1), (0, 1, 2, 3)) is None
         True
+        >>> s = x.reshape(10, 18).to_sparse()
+        >>> _dims_of(s, s * 2, (0, 1))
+        (0, 1)
     """
     if dims is None or len(dims) != src.dim():
         return None
-    shared = out.device == src.device and out.untyped_storage().data_ptr() == (
-        src.untyped_storage().data_ptr()
-    )
-    if not shared or out.is_sparse or src.is_sparse:
+    if out.layout != torch.strided or src.layout != torch.strided:
+        return dims if out.shape == src.shape else None  # sparse: no strides to read
+    try:
+        shared = out.device == src.device and out.untyped_storage().data_ptr() == (
+            src.untyped_storage().data_ptr()
+        )
+    except (RuntimeError, NotImplementedError):  # tensors without storage (subclasses)
+        shared = False
+    if not shared:
         return dims if out.shape == src.shape else None
     found: list[int | None] = []
     for size, stride in zip(out.shape, out.stride(), strict=True):

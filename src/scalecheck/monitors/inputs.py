@@ -156,6 +156,9 @@ class InputMonitor:
         batch_index: int,
         valid: Tensor | None = None,
     ) -> None:
+        if x.layout != torch.strided:
+            # a sparse batch (bag-of-words, one-hot ids): its implicit zeros are values too
+            x = x.to_dense()
         rows, dims = self._layout(plan, x, batch_index)
         mask = None
         if (
