@@ -173,3 +173,14 @@ def test_trial_with_sparse_gradients(optimizer):
         report = scalecheck.diagnose(model, _lookup_batches(), trial=options, strict=True)
         assert report.trial is not None and report.trial.arms
     assert torch.equal(model.emb.weight, before) and model.emb.weight.grad is None
+
+
+def test_a_one_step_trial_reads_one_step():
+    """A trial the budget cuts to one step (a large model on a CPU) said "1 steps"."""
+    report = scalecheck.diagnose(
+        ref.make_model(seed=0), ref.make_loader(), trial=TrialOptions(steps=1), strict=True
+    )
+    assert report.trial is not None and report.trial.steps == 1
+    assert "trial (1 step, Adam" in str(report)
+    assert "Training trial (1 step, Adam)" in report.to_markdown()
+    assert "Training trial: 1 step of Adam per arm" in report.to_html()

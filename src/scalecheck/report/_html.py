@@ -377,7 +377,8 @@ def _trial(trial: TrialResult) -> str:
     budget = " (time budget reached)" if trial.budget_exhausted else ""
     base = f", baseline {num(trial.baseline)}" if trial.baseline is not None else ""
     return (
-        f"<p>Training trial: {_e(trial.steps)} steps of {_e(trial.optimizer)} per arm on the "
+        f"<p>Training trial: {_e(plural(trial.steps, 'step'))} of {_e(trial.optimizer)} per "
+        "arm on the "
         f"measured batches, {_e(f'{trial.seconds:.2f}')} s{_e(budget)}{_e(base)}.</p>"
         + _table(("arm", "lr", "initial", "final", "steps"), rows, numeric=_NUMERIC | {"steps"})
     )

@@ -184,7 +184,8 @@ def _evidence(report: Report) -> list[str]:
         out += ["", "#### Loss", "", md_text(text + ".")]
     trial = report.trial
     if trial is not None:
-        out += ["", f"#### Training trial ({trial.steps} steps, {md_text(trial.optimizer)})", ""]
+        steps = plural(trial.steps, "step")
+        out += ["", f"#### Training trial ({steps}, {md_text(trial.optimizer)})", ""]
         rows = [
             [a.name, num(a.lr), num(a.initial), num(a.final), str(len(a.losses))]
             for a in trial.arms

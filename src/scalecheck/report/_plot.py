@@ -38,7 +38,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._format import num, pct
+from .._format import num, pct, plural
 from .._validation import check_choice, describe
 from ..errors import InvalidArgumentError, MissingDependencyError
 from ..findings import Verdict
@@ -436,7 +436,7 @@ def _draw_trial(report: Report, ax: Any) -> None:
     ax.set_xlabel("optimizer step (on the measured batches)")
     ax.set_ylabel(f"loss ({trial.loss_kind})")
     budget = ", time budget reached" if trial.budget_exhausted else ""
-    ax.set_title(f"{title} ({trial.optimizer}, {trial.steps} steps{budget})", pad=20)
+    ax.set_title(f"{title} ({trial.optimizer}, {plural(trial.steps, 'step')}{budget})", pad=20)
     ax.legend(**_LEGEND_ABOVE)
 
 

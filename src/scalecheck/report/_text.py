@@ -168,8 +168,8 @@ def _evidence(report: Report) -> list[str]:
         cut = "; stopped by the time budget: inconclusive" if not trial.conclusive else ""
         lines.append(
             _wrap(
-                f"  trial ({trial.steps} steps, {trial.optimizer}, {trial.seconds:.2f} s{cut}): "
-                + trial.arms_text(),
+                f"  trial ({plural(trial.steps, 'step')}, {trial.optimizer}, "
+                f"{trial.seconds:.2f} s{cut}): " + trial.arms_text(),
                 "    ",
                 "",
             )

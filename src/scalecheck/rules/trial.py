@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from .._format import plural
 from ..findings import Finding, Fix, Severity
 from ..measurements import TrialArm, TrialResult
 from ..trial import LEARNS, STUCK
@@ -26,7 +27,7 @@ LEARNS_T = Threshold(
 
 
 def _arms_text(trial: TrialResult) -> str:
-    return f"{trial.arms_text()}, in {trial.steps} steps"
+    return f"{trial.arms_text()}, in {plural(trial.steps, 'step')}"
 
 
 def _best(trial: TrialResult) -> TrialArm | None:
