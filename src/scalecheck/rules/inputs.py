@@ -101,7 +101,7 @@ def standardize_fix(inp: InputStats, feats: list[FeatureStats]) -> Fix:
     """The standardization fix for some features of one input, with the fitted numbers."""
     means = [f.mean for f in inp.features]
     stds = [f.std if f.std else 1.0 for f in inp.features]
-    shown = ", ".join(f"{f.name}: mean {num(f.mean, 6)}, std {num(f.std, 6)}" for f in feats[:3])
+    shown = _fitted(feats)
     single = len(inp.features) == 1
     if single:
         pipeline = f"x = (x - {_lit(means[0])}) / {_lit(stds[0])}"
@@ -118,6 +118,11 @@ def standardize_fix(inp: InputStats, feats: list[FeatureStats]) -> Fix:
         "apply the same standardizer at inference",
         values={"input": inp.name, "mean": means, "std": stds},
     )
+
+
+def _fitted(feats: list[FeatureStats]) -> str:
+    """The fitted statistics of (up to three of) *feats*, for a fix's summary."""
+    return ", ".join(f"{f.name}: mean {num(f.mean, 6)}, std {num(f.std, 6)}" for f in feats[:3])
 
 
 def _lit(x: float | None) -> str:
@@ -599,12 +604,17 @@ def _erased(inp: InputStats) -> list[tuple[FeatureStats, FeatureStats]]:
         return []
     out = []
     for raw, seen in zip(inp.features, inp.seen_by_layer, strict=True):
-        varies = raw.count > 1 and raw.min is not None and raw.max is not None
-        varies = varies and raw.min < raw.max  # type: ignore[operator]
-        constant = seen.count > 1 and seen.min is not None and seen.min == seen.max
-        if varies and constant and math.isfinite(seen.min):  # type: ignore[arg-type]
+        value = seen.min
+        constant = seen.count > 1 and value is not None and value == seen.max
+        if _varies(raw) and constant and value is not None and math.isfinite(value):
             out.append((raw, seen))
     return out
+
+
+def _varies(f: FeatureStats) -> bool:
+    """Whether *f* took more than one value over the measured samples (exact range)."""
+    lo, hi = f.min, f.max
+    return f.count > 1 and lo is not None and hi is not None and lo < hi
 
 
 @rule("SC108", "input-erased-in-model", Severity.ERROR, "input-scale", thresholds=(KAPPA_WARN,))
@@ -648,12 +658,12 @@ def input_erased_in_model(ctx: Context) -> Iterator[Finding]:
         erased = _erased(inp)
         if not erased:
             continue
-        how = _erasing(ctx, inp)
+        how, several = _erasing(ctx, inp)
         scaled = sorted(
             (f for f in inp.features if _scale_number(f) > KAPPA_WARN.value),
             key=lambda f: -_scale_number(f),
         )
-        varying = [f for f in inp.features if f.std]
+        varying = [f for f in inp.features if _varies(f)]
         layer = ctx.measurements.label(inp.consumer)
         parts = [
             f"{raw.name} ({_spread(raw)}, received as {num(seen.min)})" for raw, seen in erased[:3]
@@ -685,7 +695,7 @@ def input_erased_in_model(ctx: Context) -> Iterator[Finding]:
                 )
             )
         message = (
-            f"{head}: {how} {'erase' if ' and ' in how else 'erases'} "
+            f"{head}: {how} {'erase' if several else 'erases'} "
             f"{'it' if len(erased) == 1 else 'them'}, so nothing can be learned from "
             f"{'it' if len(erased) == 1 else 'them'}.{why}"
         )
@@ -695,8 +705,7 @@ def input_erased_in_model(ctx: Context) -> Iterator[Finding]:
             fix,
             summary=f"Remove {how} before the first layer and normalize each feature over the "
             f"data instead: standardize '{inp.name}' with the measured statistics "
-            + fix.summary.split("statistics ", 1)[-1].rstrip(".")
-            + ", or use nn.BatchNorm1d in its place.",
+            f"({_fitted(feats)}), or use nn.BatchNorm1d in its place.",
             code=f"# first remove {how} from the model, then:\n{fix.code}",
         )
         yield input_erased_in_model.finding(
@@ -720,17 +729,18 @@ def input_erased_in_model(ctx: Context) -> Iterator[Finding]:
         )
 
 
-def _erasing(ctx: Context, inp: InputStats) -> str:
-    """What the model does to *inp* before its first layer, for SC108's messages:
-    ``the layer_norm of module 0 (LayerNorm)``, or the operations applied."""
+def _erasing(ctx: Context, inp: InputStats) -> tuple[str, bool]:
+    """What the model does to *inp* before its first layer, for SC108's messages
+    (``the layer_norm of module 0 (LayerNorm)``, or the operations applied), and whether
+    that names several operations."""
     if inp.normalized_by:
         module, _, kind = inp.normalized_by.rpartition(" (")
-        return f"the {kind.rstrip(')')} of module {ctx.measurements.label(module)}"
+        return f"the {kind.rstrip(')')} of module {ctx.measurements.label(module)}", False
     ops = list(dict.fromkeys(_op(o) for o in inp.transformed_by))
     if not ops:
-        return "the model"
+        return "the model", False
     listed = ops[0] if len(ops) == 1 else ", ".join(ops[:-1]) + " and " + ops[-1]
-    return f"the model's {listed}"
+    return f"the model's {listed}", len(ops) > 1
 
 
 def _spread(f: FeatureStats) -> str:
