@@ -24,6 +24,7 @@ from its input.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from .._validation import call_description, describe
 from ..errors import LossError
@@ -109,6 +111,7 @@ class LossMonitor:
         #: (function, criterion, classes) when the output was squashed before a criterion
         #: that expects logits (see LossStats.squashed_by)
         self.squashed_by: tuple[str, str, int] | None = None
+        self._probed: tuple[tuple[int, ...], ...] | None = None  # see _BroadcastProbe
 
     # -- choosing and computing the loss ---------------------------------------------------
     def compute(self, output: Any, targets: Any, batch_index: int) -> Tensor:
@@ -118,7 +121,7 @@ class LossMonitor:
             self._choose(output, pred, targets, batch_index)
         loss = self._loss(output, pred, targets, batch_index)
         if batch_index == 0 and self.kind == "custom":
-            self.broadcast = _broadcast(self.loss_fn, pred, targets)
+            self.broadcast = _broadcast(self.loss_fn, pred, targets) or self._probed
             self.squashed_by = _squashed_by(self.loss_fn, pred)
         if self.track:
             self._track(pred, targets)
@@ -236,8 +239,21 @@ class LossMonitor:
                     "targets, but the batch has none. Return (inputs, targets) from your "
                     "loader or from prepare=."
                 )
+            probe = (
+                _BroadcastProbe(pred, targets)
+                if batch_index == 0
+                and self.track
+                and isinstance(pred, Tensor)
+                and isinstance(targets, Tensor)
+                else None
+            )
             try:
-                loss = self.loss_fn(output, targets)
+                if probe is None:
+                    loss = self.loss_fn(output, targets)
+                else:
+                    with probe:
+                        loss = self.loss_fn(output, targets)
+                    self._probed = probe.found
             except Exception as exc:
                 raise LossError(
                     f"batch {batch_index}: loss_fn={call_description(self.loss_fn)} raised "
@@ -491,6 +507,59 @@ def _broadcast(
     if math.prod(shape) <= max(pred.numel(), targets.numel()):
         return None
     return tuple(pred.shape), tuple(targets.shape), tuple(shape)
+
+
+class _BroadcastProbe(TorchFunctionMode):
+    """Watches the first call of a user's loss function for an operation between the
+    output and the targets whose result has more elements than both: a hand-written
+    ``((output - y) ** 2).mean()`` with output ``[N, 1]`` and ``y`` of shape ``[N]`` takes
+    the difference as ``[N, N]``. Values of the output's (or the targets') shape computed
+    from them (``output.float()``, ``y * 2``) count as the output (the targets).
+    ``found`` is ``(output shape, targets shape, result shape)`` or None. It only reads
+    shapes, and never lets its own bookkeeping fail the user's loss.
+
+    Example:
+        >>> out, y = torch.zeros(4, 1), torch.zeros(4)
+        >>> with _BroadcastProbe(out, y) as probe:
+        ...     _ = ((out.float() - y) ** 2).mean()
+        >>> probe.found
+        ((4, 1), (4,), (4, 4))
+    """
+
+    def __init__(self, pred: Tensor, targets: Tensor) -> None:
+        super().__init__()
+        self._sides: dict[int, tuple[str, Tensor]] = {
+            id(pred): ("pred", pred),
+            id(targets): ("targets", targets),
+        }
+        self.found: tuple[tuple[int, ...], ...] | None = None
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        # bookkeeping only: an error in it must not fail the user's loss
+        with contextlib.suppress(Exception):
+            self._see(args, kwargs, out)
+        return out
+
+    def _see(self, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        if not isinstance(out, Tensor) or self.found is not None:
+            return
+        sides: dict[str, Tensor] = {}
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, Tensor) and id(a) in self._sides:
+                side, t = self._sides[id(a)]
+                sides.setdefault(side, t)
+        if len(sides) == 2:
+            p, t = sides["pred"], sides["targets"]
+            if p.shape != t.shape and out.numel() > max(p.numel(), t.numel()):
+                self.found = (tuple(p.shape), tuple(t.shape), tuple(out.shape))
+        elif len(sides) == 1:
+            ((side, t),) = sides.items()
+            if out.shape == t.shape:
+                self._sides[id(out)] = (side, out)  # kept alive: its id stays its own
 
 
 #: Criteria that take logits (they apply log_softmax or a log-sigmoid themselves) or, for

@@ -214,7 +214,10 @@ def loss_broadcasts_targets(ctx: Context) -> Iterator[Finding]:
         For elementwise criteria (``MSELoss``, ``L1Loss``, ``SmoothL1Loss``, ``HuberLoss``
         and their functional forms), checks on the first batch whether the model's output
         and the targets have shapes that broadcast to a larger one, such as ``[N, 1]``
-        against ``[N]``, which becomes ``[N, N]``.
+        against ``[N]``, which becomes ``[N, N]``. A loss function written by hand is
+        watched on its first call for an operation between the output and the targets
+        (or values of their shapes computed from them) whose result is larger than both,
+        such as ``((output - y) ** 2).mean()``.
 
     Why it matters:
         The criterion then compares every prediction with every target of the batch, not
@@ -232,8 +235,10 @@ def loss_broadcasts_targets(ctx: Context) -> Iterator[Finding]:
         or squeeze the output; then retrain.
 
     Known problems:
-        A criterion written by hand is not inspected, and an intended broadcast (one
-        target row for a whole batch) is flagged too.
+        An intended broadcast (one target row for a whole batch) is flagged too. In a
+        hand-written loss, only operations torch dispatches are seen (not numpy), and a
+        value derived from the output or the targets is followed only while it keeps
+        their shape.
     """
     loss = ctx.measurements.loss
     if loss is None or not loss.broadcast:
