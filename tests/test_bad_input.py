@@ -167,6 +167,15 @@ ROWS = [
         r"has 4 tensors on the 'meta' device \(0.weight, 0.bias, 2.weight and 1 more\).*to_empty",
     ),
     (
+        "a last batch of one sample into a batch norm",
+        lambda: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 1)),
+        [(X, Y), (X[:1], Y[:1])],
+        {},
+        ModelError,
+        r"(?s)batch 1 in module '1' \(BatchNorm1d\).*at least 2 samples per batch.*"
+        r"drop_last=True.*model.eval\(\)",
+    ),
+    (
         "zero-size batch",
         mlp,
         [(torch.zeros(0, 3), torch.zeros(0, 1))],

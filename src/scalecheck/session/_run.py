@@ -227,7 +227,13 @@ def _forward(model: nn.Module, call: ModelCall, index: int, tracker: ModuleTrack
         module_type = tracker.module_types.get(where, "")
         shapes = describe_batch(call.kwargs if call.kwargs else call.args)
         hint = ""
-        if index == 0:
+        if "Expected more than 1 value per channel when training" in str(exc):
+            hint = (
+                " A batch norm in train mode needs at least 2 samples per batch: pass larger "
+                "batches (a last batch of one sample: drop_last=True in the DataLoader), or "
+                "call model.eval() first to measure it with its running statistics."
+            )
+        elif index == 0:
             hint = (
                 " If the batches need converting first (e.g. inputs.float().view(-1, 1) as "
                 "in your training loop), pass prepare=lambda batch: (inputs, targets) to "
