@@ -359,3 +359,22 @@ def test_a_hand_written_loss_with_matching_shapes_is_not_sc404(loss_fn):
         model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
     report = scalecheck.diagnose(model, batches, loss_fn=loss_fn, trial=False, strict=True)
     assert "SC404" not in report.codes() and report.loss.broadcast is None
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["softmax", "sigmoid"])
+def test_an_inferred_loss_on_probabilities_takes_their_log(binary):
+    """A classifier that ends in Softmax (Sigmoid), diagnosed without ``loss_fn``: the
+    inferred loss is the cross-entropy of its probabilities, which equals the criterion on
+    the logits before the last layer. It used to apply a second softmax (sigmoid)."""
+    outputs = 1 if binary else 3
+    last = nn.Sigmoid() if binary else nn.Softmax(dim=-1)
+    model = _classifier(last, outputs)
+    batches = _labelled(binary)
+    if binary:  # integer labels, as the inference for binary classification takes them
+        batches = [(x, y.long()) for x, y in batches]
+    report = scalecheck.diagnose(model, batches, trial=False, strict=True)
+    criterion = F.binary_cross_entropy_with_logits if binary else F.cross_entropy
+    with torch.no_grad():
+        expected = [criterion(model[:-1](x), y.float() if binary else y) for x, y in batches]
+    assert report.loss.per_batch == pytest.approx([e.item() for e in expected], rel=1e-5)
+    assert "of the output's probabilities" in report.loss.description

@@ -15,6 +15,10 @@ integer class targets ``[N, ...]``, output        cross-entropy (class dimension
 integer targets, as many values as the prediction mean squared error on float targets
 ================================================  ===================================
 
+When the model's output comes out of a softmax (over the class dimension) or a sigmoid,
+the inferred cross-entropy takes the log of those probabilities rather than applying a
+second softmax or sigmoid.
+
 The constant-predictor baseline is what a network that ignores its input can reach at
 best: the mean target for squared error (its loss is the targets' variance), the label
 prior for cross-entropy (its loss is the label entropy; with class-probability targets, the
@@ -112,6 +116,9 @@ class LossMonitor:
         #: that expects logits (see LossStats.squashed_by)
         self.squashed_by: tuple[str, str, int] | None = None
         self._probed: tuple[tuple[int, ...], ...] | None = None  # see _BroadcastProbe
+        # an inferred classification loss on an output that already is probabilities (the
+        # model ends in softmax / sigmoid): take their log, not a second softmax / sigmoid
+        self._probabilities = False
 
     # -- choosing and computing the loss ---------------------------------------------------
     def compute(self, output: Any, targets: Any, batch_index: int) -> Tensor:
@@ -195,8 +202,13 @@ class LossMonitor:
         ):
             self.kind = "bce"
             self._baseline_kind = "bce"
+            self._probabilities = _squashed(pred) == ("sigmoid", None)
             self.description = (
-                "binary cross-entropy with logits (inferred: integer labels, one output per sample)"
+                "binary cross-entropy of the output's probabilities (inferred: integer "
+                "labels, one output per sample, which comes out of a sigmoid)"
+                if self._probabilities
+                else "binary cross-entropy with logits (inferred: integer labels, one output "
+                "per sample)"
             )
             return
         if (
@@ -207,8 +219,13 @@ class LossMonitor:
         ):
             self.kind = "cross_entropy"
             self._baseline_kind = "ce"
+            self._probabilities = _squashed(pred) == ("softmax", 1)
             self.description = (
-                "cross-entropy (inferred: integer class targets, class scores in dimension 1)"
+                "cross-entropy of the output's probabilities (inferred: integer class "
+                "targets; the output comes out of a softmax over dimension 1, so its log is "
+                "taken, not a second softmax)"
+                if self._probabilities
+                else "cross-entropy (inferred: integer class targets, class scores in dimension 1)"
             )
             return
         if targets.numel() == pred.numel() and not targets.is_complex():
@@ -302,7 +319,12 @@ class LossMonitor:
             return F.mse_loss(pred, targets.reshape(pred.shape).to(pred.dtype))
         if self.kind == "bce":
             t = targets.reshape(pred.shape).to(pred.dtype)
+            if self._probabilities:
+                return F.binary_cross_entropy(pred, t)  # (torch clamps its logs at -100)
             return F.binary_cross_entropy_with_logits(pred, t)
+        if self._probabilities:
+            tiny = torch.finfo(pred.dtype).tiny
+            return F.nll_loss(pred.clamp_min(tiny).log(), targets.long())
         return F.cross_entropy(pred, targets.long())
 
     # -- streaming what the baseline needs ---------------------------------------------------
@@ -578,6 +600,28 @@ _LOGIT_FUNCTIONS: tuple[tuple[Any, str], ...] = (
 #: autograd node names of the squashing functions (softmax as a module, a function or a
 #: method all record this node)
 _SQUASHING_NODES = {"SoftmaxBackward0": "softmax", "SigmoidBackward0": "sigmoid"}
+
+
+def _squashed(pred: Tensor | None) -> tuple[str, int | None] | None:
+    """``("softmax", dim)`` or ``("sigmoid", None)`` when *pred* is the direct output of
+    that function (read from its autograd node; *dim* made non-negative), else None.
+
+    Example:
+        >>> z = torch.zeros(4, 3, requires_grad=True)
+        >>> _squashed(z.softmax(-1)), _squashed(z.sigmoid()), _squashed(z * 2)
+        (('softmax', 1), ('sigmoid', None), None)
+    """
+    if not isinstance(pred, Tensor) or pred.grad_fn is None:
+        return None
+    function = _SQUASHING_NODES.get(pred.grad_fn.name())
+    if function != "softmax":
+        return (function, None) if function else None
+    dim = getattr(pred.grad_fn, "_saved_dim", None)
+    if not isinstance(dim, int) or pred.dim() == 0:
+        return None
+    if dim >= 2**63:  # a negative dim reads back as an unsigned 64-bit number
+        dim -= 2**64
+    return function, dim % pred.dim()
 
 
 def _squashed_by(loss_fn: Any, pred: Tensor | None) -> tuple[str, str, int] | None:
