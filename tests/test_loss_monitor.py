@@ -378,3 +378,23 @@ def test_an_inferred_loss_on_probabilities_takes_their_log(binary):
         expected = [criterion(model[:-1](x), y.float() if binary else y) for x, y in batches]
     assert report.loss.per_batch == pytest.approx([e.item() for e in expected], rel=1e-5)
     assert "of the output's probabilities" in report.loss.description
+
+
+def test_class_ids_in_a_column_are_class_ids():
+    """Labels as an ``[N, 1]`` column next to ``[N, C]`` scores: the inference reads them as
+    class ids (it raised "cannot infer a loss", suggesting MSELoss), and a cross-entropy
+    criterion given them gets an error that says how to pass them."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(64, 4, generator=g)
+    y = torch.randint(0, 3, (64, 1), generator=g)
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 64, 32)]
+    model = _classifier(None)
+    report = scalecheck.diagnose(model, batches, trial=False, strict=True)
+    assert "read as class ids of shape (32,)" in report.loss.description
+    with torch.no_grad():
+        expected = [F.cross_entropy(model(xb), yb.view(-1)).item() for xb, yb in batches]
+    assert report.loss.per_batch == pytest.approx(expected, rel=1e-6)
+    freq = torch.bincount(y.view(-1), minlength=3).double() / len(y)
+    assert report.loss.baseline == pytest.approx(-(freq * freq.log()).sum().item(), rel=1e-9)
+    with pytest.raises(scalecheck.LossError, match=r"give it targets\.view\(-1\)"):
+        scalecheck.diagnose(model, batches, loss_fn=nn.CrossEntropyLoss(), trial=False)

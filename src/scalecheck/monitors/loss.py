@@ -10,8 +10,8 @@ output carries ``.loss`` (Hugging Face style)     the model's own loss
 no targets                                        surrogate ``0.5 * mean(output^2)``
 float targets, as many values as the prediction   mean squared error
 integer labels, one output per sample             binary cross-entropy with logits
-integer class targets ``[N, ...]``, output        cross-entropy (class dimension 1)
-``[N, C, ...]``
+integer class targets ``[N, ...]`` or an          cross-entropy (class dimension 1)
+``[N, 1]`` column, output ``[N, C, ...]``
 integer targets, as many values as the prediction mean squared error on float targets
 ================================================  ===================================
 
@@ -119,6 +119,7 @@ class LossMonitor:
         # an inferred classification loss on an output that already is probabilities (the
         # model ends in softmax / sigmoid): take their log, not a second softmax / sigmoid
         self._probabilities = False
+        self._class_column = False  # class ids given as an [N, 1] column
 
     # -- choosing and computing the loss ---------------------------------------------------
     def compute(self, output: Any, targets: Any, batch_index: int) -> Tensor:
@@ -211,14 +212,18 @@ class LossMonitor:
                 "per sample)"
             )
             return
+        # class ids as a column ([N, 1] next to [N, C] scores) are class ids all the same
+        column = pred.dim() == 2 and pred.shape[1] >= 2 and targets.dim() == 2
+        column = column and tuple(targets.shape) == (pred.shape[0], 1)
         if (
             integer
             and targets.dtype != torch.bool
             and pred.dim() >= 2
-            and tuple(targets.shape) == (pred.shape[0], *pred.shape[2:])
+            and (tuple(targets.shape) == (pred.shape[0], *pred.shape[2:]) or column)
         ):
             self.kind = "cross_entropy"
             self._baseline_kind = "ce"
+            self._class_column = column
             self._probabilities = _squashed(pred) == ("softmax", 1)
             self.description = (
                 "cross-entropy of the output's probabilities (inferred: integer class "
@@ -227,6 +232,11 @@ class LossMonitor:
                 if self._probabilities
                 else "cross-entropy (inferred: integer class targets, class scores in dimension 1)"
             )
+            if column:
+                self.description += (
+                    f"; targets of shape {tuple(targets.shape)} were read as class ids of "
+                    f"shape ({pred.shape[0]},)"
+                )
             return
         if targets.numel() == pred.numel() and not targets.is_complex():
             self.kind = "mse"
@@ -272,10 +282,18 @@ class LossMonitor:
                         loss = self.loss_fn(output, targets)
                     self._probed = probe.found
             except Exception as exc:
+                hint = ""
+                if "multi-target not supported" in str(exc):
+                    hint = (
+                        " Cross-entropy takes class ids of shape [N] (a column of ids, [N, 1], "
+                        "reads as several targets): give it targets.view(-1), e.g. "
+                        "loss_fn=lambda out, y: F.cross_entropy(out, y.view(-1))."
+                    )
                 raise LossError(
                     f"batch {batch_index}: loss_fn={call_description(self.loss_fn)} raised "
                     f"{type(exc).__name__}: {exc}. It is called as loss_fn(model_output, "
                     f"targets) with output {_shape(output)} and targets {_shape(targets)}."
+                    f"{hint}"
                 ) from exc
         elif self.kind == "model":
             loss = _own_loss(output)
@@ -322,10 +340,11 @@ class LossMonitor:
             if self._probabilities:
                 return F.binary_cross_entropy(pred, t)  # (torch clamps its logs at -100)
             return F.binary_cross_entropy_with_logits(pred, t)
+        labels = targets.reshape(-1).long() if self._class_column else targets.long()
         if self._probabilities:
             tiny = torch.finfo(pred.dtype).tiny
-            return F.nll_loss(pred.clamp_min(tiny).log(), targets.long())
-        return F.cross_entropy(pred, targets.long())
+            return F.nll_loss(pred.clamp_min(tiny).log(), labels)
+        return F.cross_entropy(pred, labels)
 
     # -- streaming what the baseline needs ---------------------------------------------------
     def _track(self, pred: Tensor | None, targets: Any) -> None:
