@@ -480,3 +480,27 @@ def test_sparse_inputs_are_measured_with_their_zeros(scale):
         assert scalecheck.diagnose(fixed, batches, trial=False).verdict == Verdict.OK
     else:
         assert report.verdict == Verdict.OK, report.summary
+
+
+def test_sequence_first_batches_count_their_samples():
+    """``[T, N, F]`` batches for an RNN without ``batch_first``: the report counted T
+    (50 per batch) as the samples; the targets' leading dimension says N."""
+
+    class SeqFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self.rnn = nn.GRU(3, 16)
+                self.out = nn.Linear(16, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.rnn(x)[0][-1])
+
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randn(50, 8, 3, generator=g), torch.randn(8, 1, generator=g)) for _ in range(4)
+    ]
+    report = scalecheck.diagnose(SeqFirst(), batches, trial=False, strict=True)
+    assert report.measurements.samples == 32
+    assert "Measured 4 batches (32 samples)" in str(report)

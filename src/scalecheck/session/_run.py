@@ -388,8 +388,22 @@ def _results(
 
 
 def _samples(call: ModelCall) -> int:
+    """How many samples a batch holds: its first input's leading dimension, or the
+    second when that is the targets' leading dimension and the first is not (a
+    sequence-first ``[T, N, F]`` batch for an RNN without ``batch_first``)."""
     for t in call.inputs.values():
-        return int(t.shape[0]) if t.dim() > 0 else 1
+        if t.dim() == 0:
+            return 1
+        y = call.targets
+        if (
+            t.dim() >= 3
+            and isinstance(y, Tensor)
+            and y.dim() >= 1
+            and y.shape[0] != t.shape[0]
+            and y.shape[0] == t.shape[1]
+        ):
+            return int(t.shape[1])
+        return int(t.shape[0])
     return 0
 
 
