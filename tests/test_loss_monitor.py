@@ -398,3 +398,24 @@ def test_class_ids_in_a_column_are_class_ids():
     assert report.loss.baseline == pytest.approx(-(freq * freq.log()).sum().item(), rel=1e-9)
     with pytest.raises(scalecheck.LossError, match=r"give it targets\.view\(-1\)"):
         scalecheck.diagnose(model, batches, loss_fn=nn.CrossEntropyLoss(), trial=False)
+
+
+def test_a_loss_that_fails_under_the_broadcast_probe_runs_without_it():
+    """The first batch's loss runs under SC404's shape probe (a TorchFunctionMode). A loss
+    that cannot run under a mode is called again without it, so the probe never turns into
+    the user's error."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    def no_modes(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if _get_current_function_mode_stack():
+            raise RuntimeError("this loss refuses function modes")
+        return F.mse_loss(output, y)
+
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(64, 3, generator=g)
+    batches = [(x[i : i + 32], x[i : i + 32, :1]) for i in range(0, 64, 32)]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    report = scalecheck.diagnose(model, batches, loss_fn=no_modes, trial=False, strict=True)
+    assert report.loss.value is not None and "SC404" not in report.codes()

@@ -278,9 +278,14 @@ class LossMonitor:
                 if probe is None:
                     loss = self.loss_fn(output, targets)
                 else:
-                    with probe:
+                    try:
+                        with probe:
+                            loss = self.loss_fn(output, targets)
+                        self._probed = probe.found
+                    except Exception:
+                        # again without the probe (a loss that cannot run under a
+                        # TorchFunctionMode, e.g. a compiled one): an error now is the loss's
                         loss = self.loss_fn(output, targets)
-                    self._probed = probe.found
             except Exception as exc:
                 hint = ""
                 if "multi-target not supported" in str(exc):
