@@ -663,12 +663,11 @@ def _squashed_by(loss_fn: Any, pred: Tensor | None) -> tuple[str, str, int] | No
     criterion = next((n for cls, n in _LOGIT_CRITERIA if isinstance(loss_fn, cls)), None)
     if criterion is None:
         criterion = next((n for f, n in _LOGIT_FUNCTIONS if loss_fn is f), None)
-    if criterion is None or not isinstance(pred, Tensor) or pred.grad_fn is None:
+    squashed = _squashed(pred)
+    if criterion is None or squashed is None:
         return None
-    function = _SQUASHING_NODES.get(pred.grad_fn.name())
-    if function is None:
-        return None
-    return function, criterion, int(pred.shape[1]) if pred.dim() >= 2 else 1
+    assert pred is not None
+    return squashed[0], criterion, int(pred.shape[1]) if pred.dim() >= 2 else 1
 
 
 def _weight(loss_fn: Any, name: str) -> Tensor | None:

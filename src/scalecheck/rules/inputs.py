@@ -356,7 +356,7 @@ def _large_constant(f: FeatureStats) -> bool:
     """Whether *f* is SC107's: the same value ``c`` in every measured sample (or measured
     once) with ``c^2 + 1`` (:attr:`~scalecheck.measurements.FeatureStats.judged_kappa`,
     the curved eigenvalue of its singular ``[x, 1]`` matrix) above ``kappa_warn``."""
-    return f.std == 0 and (f.judged_kappa or 0.0) > KAPPA_WARN.value
+    return f.std == 0 and _scale_number(f) > KAPPA_WARN.value
 
 
 @rule(
@@ -404,7 +404,7 @@ def large_constant_input_feature(ctx: Context) -> Iterator[Finding]:
         so too).
     """
     for inp in _feature_inputs(ctx):
-        flagged = [(f.judged_kappa or 0.0, f) for f in inp.judged if _large_constant(f)]
+        flagged = [(_scale_number(f), f) for f in inp.judged if _large_constant(f)]
         if not flagged:
             continue
         worst_c, severity, feats = _ranked(flagged)
