@@ -11,6 +11,10 @@ them 1.85 ms per batch slower on the MLP 784, an effect of the order on this mac
 Example::
 
     .venv/bin/python benchmarks/opdiff.py mlp784 --k 32 --repeats 8
+    python benchmarks/opdiff.py mlp784 --device cuda   # adds the kernels' time on the GPU
+
+On a GPU the operators' self CPU time is what launching them costs the host; the script
+then also prints the extra time the GPU spent in kernels per batch.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,13 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overhead
 
 
-def _profile(run: Callable[[], None]) -> tuple[dict[str, float], dict[str, int]]:
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+def _profile(run: Callable[[], None]) -> tuple[dict[str, float], dict[str, int], float]:
+    """Self CPU time and calls per operator, and the device's total kernel time (us)."""
+    cuda = overhead.DEVICE.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
         run()
+        overhead._sync()
     events = prof.key_averages()
+    device = sum(getattr(e, "self_device_time_total", 0.0) for e in events) if cuda else 0.0
     return (
         {e.key: e.self_cpu_time_total for e in events},
         {e.key: e.count for e in events},
+        device,
     )
 
 
@@ -45,8 +56,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--device", default="cpu", help="where model and batches live")
     args = parser.parse_args()
-    model, batches, loss_fn = overhead.WORKLOADS[args.workload](args.k)
+    overhead.DEVICE = torch.device(args.device)
+    model, batches, loss_fn = overhead.build(args.workload, args.k)
 
     def plain() -> None:
         overhead.plain(model, batches, loss_fn)
@@ -59,12 +72,13 @@ def main() -> None:
         plain()
     extra: dict[str, list[float]] = {}
     calls: dict[str, list[float]] = {}
-    totals = []
+    totals, device_totals = [], []
     for repeat in range(args.repeats):
         order: list[Any] = [diagnose, plain] if repeat % 2 == 0 else [plain, diagnose]
         results = {fn: _profile(fn) for fn in order}
-        (d_time, d_count), (p_time, p_count) = results[diagnose], results[plain]
+        (d_time, d_count, d_dev), (p_time, p_count, p_dev) = results[diagnose], results[plain]
         totals.append((sum(d_time.values()) - sum(p_time.values())) / 1e3 / args.k)
+        device_totals.append((d_dev - p_dev) / 1e3 / args.k)
         for key in set(d_time) | set(p_time):
             extra.setdefault(key, []).append(
                 (d_time.get(key, 0.0) - p_time.get(key, 0.0)) / 1e3 / args.k
@@ -74,6 +88,11 @@ def main() -> None:
         f"{args.workload}, K = {args.k}, {args.repeats} paired profiles: extra self time "
         f"{statistics.median(totals):.3f} ms per batch (median; all operators)"
     )
+    if overhead.DEVICE.type == "cuda":
+        print(
+            f"  extra kernel time on {overhead.DEVICE}: "
+            f"{statistics.median(device_totals):.3f} ms per batch (median)"
+        )
     rows = sorted(((statistics.median(v), key) for key, v in extra.items()), reverse=True)[
         : args.top
     ]

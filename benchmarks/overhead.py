@@ -12,6 +12,11 @@ batch (a least-squares line over every repeat; see :func:`split`).
     python benchmarks/overhead.py --memory              # adds peak RSS per run
     python benchmarks/overhead.py --trial               # the trial's cost on the reference
     python benchmarks/overhead.py --threads 1           # one intra-op thread
+    python benchmarks/overhead.py --device cuda         # model and batches on a GPU
+
+On a GPU each timed run ends with ``torch.cuda.synchronize()`` (the kernels it queued have
+run), and ``--memory`` reads the device's peak allocation (``torch.cuda.max_memory_allocated``)
+in the same process instead of the resident memory.
 
 The floor is 1.0x: diagnose needs one forward and one backward per batch, plus one read of
 each activation it measures. Results and profile notes: benchmarks/README.md.
@@ -36,6 +41,21 @@ from torch import nn
 import scalecheck
 
 Workload = tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]], Callable[..., torch.Tensor]]
+
+#: Where the workloads run (``--device``); the data is made on the CPU and moved there.
+DEVICE = torch.device("cpu")
+
+
+def build(name: str, k: int) -> Workload:
+    """Workload *name* with *k* batches, model and batches on :data:`DEVICE`."""
+    model, batches, loss_fn = WORKLOADS[name](k)
+    batches = [(x.to(DEVICE), y.to(DEVICE)) for x, y in batches]
+    return model.to(DEVICE), batches, loss_fn
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -150,13 +170,15 @@ def run_diagnose(model: nn.Module, batches: list[Any], loss_fn: Any) -> None:
 
 
 def _time(fn: Callable[[], None]) -> float:
+    _sync()
     start = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - start
 
 
 def measure(name: str, k: int, repeats: int) -> dict[str, Any]:
-    model, batches, loss_fn = WORKLOADS[name](k)
+    model, batches, loss_fn = build(name, k)
     run_diagnose(model, batches[:2], loss_fn)  # warm-up: thresholds, first-call costs
     plain(model, batches[:2], loss_fn)
     ratios, plains, diags = [], [], []
@@ -242,7 +264,28 @@ def _memory_child(name: str, k: int, mode: str) -> None:
     print(json.dumps({"base_kb": base // 1024, "peak_kb": peak[0] // 1024}))
 
 
+def _device_memory(name: str, k: int) -> dict[str, float]:
+    """Peak device memory of one run above what was allocated before it (MB)."""
+    model, batches, loss_fn = build(name, k)
+    out = {}
+    for mode, fn in (("plain", plain), ("diagnose", run_diagnose)):
+        fn(model, batches[:1], loss_fn)  # first-call allocations
+        _sync()
+        base = torch.cuda.memory_allocated(DEVICE)
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        fn(model, batches, loss_fn)
+        _sync()
+        out[mode] = (torch.cuda.max_memory_allocated(DEVICE) - base) / 2**20
+    return {
+        "plain_mb": out["plain"],
+        "diagnose_mb": out["diagnose"],
+        "extra_mb": out["diagnose"] - out["plain"],
+    }
+
+
 def memory(name: str, k: int) -> dict[str, float]:
+    if DEVICE.type == "cuda":
+        return _device_memory(name, k)
     out = {}
     for mode in ("plain", "diagnose"):
         proc = subprocess.run(
@@ -273,8 +316,8 @@ def memory(name: str, k: int) -> dict[str, float]:
 def trial_cost(repeats: int) -> dict[str, float]:
     from scalecheck.reference import interpolation as ref
 
-    loader = list(ref.make_loader(n=64, seed=0))
-    model = ref.make_model(seed=0)
+    loader = [(x.to(DEVICE), y.to(DEVICE)) for x, y in ref.make_loader(n=64, seed=0)]
+    model = ref.make_model(seed=0).to(DEVICE)
     scalecheck.diagnose(model, loader)  # warm-up
     without, with_trial = [], []
     for rep in range(repeats):
@@ -300,17 +343,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", action="store_true", help="also measure peak RSS")
     parser.add_argument("--trial", action="store_true", help="also time the trial")
     parser.add_argument("--json", type=str, help="write all results to this file")
+    parser.add_argument("--device", default="cpu", help="where model and batches live")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:
         name, k, mode = args.memory_child
         _memory_child(name, int(k), mode)
         return 0
+    where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"scalecheck {scalecheck.__version__}"
+        f"scalecheck {scalecheck.__version__}, device {DEVICE} ({where})"
     )
     header = (
         f"{'workload':<12}{'K':>5}{'plain s':>10}{'diagnose s':>12}{'ratio':>8}"

@@ -350,15 +350,11 @@ class BatchAdapter:
                 f"floating inputs were cast from {str(t.dtype).replace('torch.', '')} to the "
                 f"model's {str(self.float_dtype).replace('torch.', '')}"
             )
-            original = t if t.device == self.device else t.to(self.device)
-            t = t.to(self.float_dtype)
-            if t.device != self.device:
-                t = t.to(self.device)
+            original = self._move(t)
+            t = original.to(self.float_dtype)
             self._originals[id(t)] = original
             return t
-        if t.device != self.device:
-            t = t.to(self.device)
-        return t
+        return self._move(t)
 
     def _targets(self, value: Any, index: int) -> Any:
         if value is None:
@@ -367,8 +363,17 @@ class BatchAdapter:
             return tuple(self._targets(v, index) for v in value)
         if isinstance(value, Mapping):
             return {k: self._targets(v, index) for k, v in value.items()}
-        t = self._tensor(value, index, "the targets")
-        return t.to(self.device) if t.device != self.device else t
+        return self._move(self._tensor(value, index, "the targets"))
+
+    def _move(self, t: Tensor) -> Tensor:
+        """*t* on the model's device. A pinned host tensor (``DataLoader(pin_memory=True)``)
+        goes to a CUDA device without the host waiting for the device, as a training loop's
+        ``x.to(device, non_blocking=True)`` does; torch's caching host allocator keeps its
+        memory until the copy has run. Other copies are the plain, blocking ones."""
+        if t.device == self.device:
+            return t
+        pinned = self.device.type == "cuda" and t.device.type == "cpu" and t.is_pinned()
+        return t.to(self.device, non_blocking=pinned)
 
     def _tensor(self, value: Any, index: int, where: str) -> Tensor:
         if isinstance(value, Tensor):
