@@ -337,6 +337,10 @@ def test_the_check_sees_a_sync(monkeypatch: pytest.MonkeyPatch) -> None:
     """The harness itself: a read added to the forward is seen in every batch."""
     model, batches = WORKLOADS["mlp"]()
     model = model.to(DEVICE)
-    model[0].register_forward_hook(lambda m, a, out: float(out.sum()))
+
+    def read(module: nn.Module, args: Any, out: torch.Tensor) -> None:
+        float(out.sum())  # the host waits for the device
+
+    model[0].register_forward_hook(read)
     places = _syncs_per_batch(monkeypatch, model, _on(DEVICE, _more(batches, 6)))
     assert any(found >= set(range(6)) for found in places.values()), places

@@ -717,3 +717,35 @@ def test_host_moments_equal_the_torch_moments(state):
     acc.add(torch.ones(2, 3, dtype=batches[0].dtype), (0,))
     acc.fold()
     np.testing.assert_array_equal(got.n, n)
+
+
+@given(data_and_splits(), st.booleans())
+def test_the_device_path_streams_like_numpy_over_the_finite_values(case, as_float32):
+    """Off the CPU a masked accumulator adds each batch after the first through
+    ``_add_finite`` (no value read back, a few kernels); run here on CPU data, it gives
+    numpy's statistics of the finite values, their counts, the non-finite count and the
+    exact zeros, as ``masked_moments`` does."""
+    x, cuts = case
+    x = x.copy()
+    x[::3, 0] = 0.0
+    x[1::5, -1] = math.nan  # row 0 stays finite: every feature has a finite value
+    x[2::7, 0] = math.inf
+    x[4::9, 0] = -math.inf
+    data = x.astype(np.float32) if as_float32 else x
+    parts = [p for p in np.split(data, cuts) if len(p)]
+    acc = Accumulator(x.shape[1])
+    acc.add(torch.from_numpy(parts[0]), (0,))  # the first batch sets the shift
+    for part in parts[1:]:
+        acc._add_finite(torch.from_numpy(part), (0,))
+    m = acc.moments()
+    ref = np.ma.masked_invalid(data.astype(np.float64))
+    scale = 1 + np.abs(ref).max()
+    np.testing.assert_array_equal(m.n.numpy(), ref.count(0))
+    np.testing.assert_array_equal(m.nonfinite.numpy(), len(x) - ref.count(0))
+    np.testing.assert_array_equal(m.zeros.numpy(), (data == 0).sum(0))
+    np.testing.assert_allclose(m.mean.numpy(), ref.mean(0).data, rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(
+        np.sqrt(variance(m).numpy()), ref.std(0).data, rtol=1e-4, atol=1e-5 * scale
+    )
+    np.testing.assert_array_equal(m.min.numpy(), ref.min(0).data)
+    np.testing.assert_array_equal(m.max.numpy(), ref.max(0).data)

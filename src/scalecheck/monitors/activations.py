@@ -53,6 +53,7 @@ from ._kernels import (
     shifted_sums,
     sum_over,
 )
+from ._transfer import to_device
 
 __all__ = ["HIST_BINS", "HIST_CALLS", "HIST_RANGE", "ActivationMonitor", "Consumer", "Structure"]
 
@@ -339,7 +340,7 @@ class _Joint:
     def of(cls, sites: list[_Site], z: Tensor) -> _Joint:
         def column(values: list[float]) -> Tensor:
             per_site = torch.tensor(values, dtype=torch.float64)
-            return per_site.repeat_interleave(sites[0].units).to(z.device, z.dtype)
+            return to_device(per_site.repeat_interleave(sites[0].units).to(z.dtype), z.device)
 
         def centre(bands: list[nls.Bounds]) -> Tensor | None:
             # a centre below 1e-12 of the half-width (a symmetric band computed
@@ -881,7 +882,7 @@ class ActivationMonitor:
             idx = self._sample_idx.get(key)
             if idx is None:
                 gen = torch.Generator().manual_seed(self.seed)
-                idx = torch.randint(n, (HIST_SAMPLE,), generator=gen).to(z.device)
+                idx = to_device(torch.randint(n, (HIST_SAMPLE,), generator=gen), z.device)
                 self._sample_idx[key] = idx
             if source.dtype == torch.float32:
                 torch.take(source, idx, out=dest)

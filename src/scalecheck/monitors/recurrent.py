@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from ._transfer import to_device
 from .activations import ActivationMonitor
 
 __all__ = ["MAX_STEPS", "RecurrentMonitor"]
@@ -143,7 +144,7 @@ class RecurrentMonitor:
             out, _ = pad_packed_sequence(out, batch_first=True)
             steps = torch.arange(x.shape[1], device=lengths.device)
             # (lengths live on the CPU)
-            mask = _to_device(steps[None, :] < lengths[:, None], x.device)
+            mask = to_device(steps[None, :] < lengths[:, None], x.device)
         elif isinstance(x, Tensor):
             if x.dim() == 2:  # unbatched [T, F]
                 x, out = x.unsqueeze(0), out.unsqueeze(0)
@@ -162,7 +163,7 @@ class RecurrentMonitor:
         consumer = path in {c.module for c in self.activations.structure.consumers.values()}
         drawn = _draw_steps(t, self.random)
         # drawn on the host (one seeded generator for every device), copied without a sync
-        steps = _to_device(torch.tensor(drawn), x.device) if drawn is not None else None
+        steps = to_device(torch.tensor(drawn), x.device) if drawn is not None else None
         for layer in range(module.num_layers):
             if layer == module.num_layers - 1:
                 layer_out = out
@@ -188,18 +189,6 @@ class RecurrentMonitor:
                     blocks = [(f"{path}:{where}.{gate}", path, fn) for gate, fn in gates]
                     self.activations.observe_blocks(z, blocks, fed_by=fed_by)
             layer_input = layer_out
-
-
-def _to_device(t: Tensor, device: torch.device) -> Tensor:
-    """A small host tensor on *device*, copied without waiting for the device where that is
-    known to be safe. A blocking copy from the host waits for every kernel queued before
-    it (a synchronization per batch); on CUDA the tensor is staged in pinned memory (from
-    torch's caching host allocator, which keeps it until the copy has run) and copied
-    non-blocking. Other backends take the plain copy; on ``meta`` there is nothing to wait
-    for."""
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device, non_blocking=device.type == "meta")
 
 
 def _draw_steps(t: int, rng: random.Random) -> list[int] | None:
