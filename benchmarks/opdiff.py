@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,13 @@ def _profile(run: Callable[[], None]) -> tuple[dict[str, float], dict[str, int],
     """Self CPU time and calls per operator, and the device's total kernel time (us)."""
     cuda = overhead.DEVICE.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
-        run()
-        overhead._sync()
+    with warnings.catch_warnings():
+        # torch 2.11 warns that a profiler clears its events after each cycle, also for
+        # a fresh one (each repeat here is one): nothing is lost
+        warnings.filterwarnings("ignore", message="Warning: Profiler clears events")
+        with profile(activities=activities) as prof:
+            run()
+            overhead._sync()
     events = prof.key_averages()
     device = sum(getattr(e, "self_device_time_total", 0.0) for e in events) if cuda else 0.0
     return (

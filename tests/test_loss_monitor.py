@@ -239,7 +239,11 @@ def _hand_written_mse(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "loss_fn", [nn.MSELoss(), F.l1_loss, nn.HuberLoss(), _hand_written_mse], ids=str
+    "loss_fn",
+    [nn.MSELoss(), F.l1_loss, nn.HuberLoss(), _hand_written_mse],
+    # names, not str(): a function's str holds its address, which differs between
+    # processes (pytest-xdist workers must collect the same ids)
+    ids=["MSELoss", "l1_loss", "HuberLoss", "hand_written"],
 )
 def test_a_criterion_that_broadcasts_output_and_targets_is_sc404(loss_fn):
     """``[N, 1]`` outputs against ``[N]`` targets: the criterion compares ``[N, N]`` pairs

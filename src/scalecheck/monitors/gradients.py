@@ -302,7 +302,8 @@ def _stored(g: Tensor, dense: bool = False) -> Tensor:
     gradient every batch, which is what sparse embeddings exist to avoid.
 
     Example:
-        >>> g = torch.sparse_coo_tensor([[0, 0, 2]], [1.0, 2.0, 0.0], (4,), check_invariants=True)
+        >>> indices, values = torch.tensor([[0, 0, 2]]), torch.tensor([1.0, 2.0, 0.0])
+        >>> g = torch.sparse_coo_tensor(indices, values, (4,), check_invariants=True)
         >>> _stored(g).tolist(), _stored(g, dense=True).tolist()
         ([3.0, 0.0], [3.0, 0.0, 0.0, 0.0])
     """
