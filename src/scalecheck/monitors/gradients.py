@@ -303,7 +303,8 @@ def _stored(g: Tensor, dense: bool = False) -> Tensor:
 
     Example:
         >>> indices, values = torch.tensor([[0, 0, 2]]), torch.tensor([1.0, 2.0, 0.0])
-        >>> g = torch.sparse_coo_tensor(indices, values, (4,), check_invariants=True)
+        >>> with torch.sparse.check_sparse_tensor_invariants():
+        ...     g = torch.sparse_coo_tensor(indices, values, (4,))
         >>> _stored(g).tolist(), _stored(g, dense=True).tolist()
         ([3.0, 0.0], [3.0, 0.0, 0.0, 0.0])
     """
