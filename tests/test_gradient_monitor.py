@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import scalecheck
 from scalecheck.monitors import gradients as gm
 
 
@@ -301,3 +302,52 @@ def test_sparse_gradients_count_their_unstored_entries_as_zeros():
         if share:
             columns = (dense**2).sum(0)
             assert stats.feature_share == pytest.approx(tuple(columns / columns.sum()))
+
+
+def _with_blank_features(scale: float, blank: int, seed: int = 0) -> list:
+    """Batches of 4 features drawn at *scale* (offset 3 x *scale*) and *blank* features
+    that are 0 in every sample (an image's background, a one-hot column never seen)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(6):
+        x = torch.zeros(64, 4 + blank)
+        x[:, :4] = (torch.randn(64, 4, generator=g) + 3) * scale
+        out.append((x, torch.randint(0, 3, (64,), generator=g)))
+    return out
+
+
+def _classifier(features: int, act: type[nn.Module]) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(features, 16), act(), nn.Linear(16, 3))
+
+
+def test_features_that_are_zero_in_every_sample_do_not_count_as_a_blocked_input_layer():
+    """Their weight columns get a zero gradient in every batch whatever the scale (dW[:, j]
+    = sum_n delta_n x_nj): SC104 reports the features, and SC301 judges the other columns.
+    Before, 12 blank features of 16 read as '75% of the gradient entries are exactly zero'
+    (an error, 'blocked') on well-scaled data."""
+    report = scalecheck.diagnose(
+        _classifier(16, nn.ReLU), _with_blank_features(1.0, 12), trial=False, strict=True
+    )
+    assert "SC301" not in report.codes() and "SC104" in report.codes()
+    assert report.verdict == scalecheck.Verdict.OK
+    (weight,) = [g for g in report.gradients if g.input_layer and len(g.shape) == 2]
+    assert weight.zero_fraction is not None and weight.zero_fraction >= 12 / 16
+
+
+def test_a_saturated_input_layer_is_still_blocked_next_to_blank_features():
+    """Tanh units saturated by inputs of order 1e5: the columns of the measured features
+    are zero too, and SC301 says how many blank features it left out."""
+    report = scalecheck.diagnose(
+        _classifier(10, nn.Tanh), _with_blank_features(1e5, 6), trial=False, strict=True
+    )
+    (sc301,) = [f for f in report.findings if f.code == "SC301"]
+    assert "not counting the weights of the 6 input features that are 0 in every sample" in (
+        sc301.message
+    )
+    assert sc301.evidence["idle_features"] == 6
+    # judged over the 4 measured columns (and the bias): 16 x 4 + 16 entries
+    assert sc301.evidence["entries"] == 16 * 4 + 16
+    assert sc301.evidence["zero_fraction"] > 0.5
+    assert report.verdict == scalecheck.Verdict.STALLING

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from .._format import num, pct, plural
 from ..findings import Finding, Fix, Severity
+from ..measurements import GradientStats
 from ._registry import Context, Threshold, rule
 
 ZERO = Threshold(
@@ -24,15 +26,51 @@ ADAM_EPS = Threshold(
 )
 
 
-def _input_layer(ctx: Context) -> tuple[str, int, float, float | None, list[str]]:
+class _InputLayer(NamedTuple):
+    """The input layer's gradients as SC301 and SC302 judge them."""
+
+    module: str
+    numel: float  # gradient entries judged: those of always-zero input features left out
+    zero: float  # entries of those exactly zero, summed as fractions over the batches
+    rms: float | None  # RMS entry of the weight's gradient
+    names: list[str]
+    idle: int  # input features that were exactly 0 in every measured sample
+
+
+def _input_layer(ctx: Context) -> _InputLayer:
     grads = ctx.measurements.input_layer_gradients()
-    numel = sum(g.numel for g in grads if g.used)
+    numel = float(sum(g.numel for g in grads if g.used))
     zero = sum(g.numel * (g.zero_fraction or 0.0) for g in grads if g.used)
     names = [g.name for g in grads]
     module = grads[0].module if grads else ""
     weight = next((g for g in grads if len(g.shape) >= 2), grads[0] if grads else None)
     rms = weight.grad_rms if weight is not None else None
-    return module, numel, zero, rms, names
+    idle = _idle_features(ctx, module, weight)
+    if idle and weight is not None and weight.used and weight.zero_fraction is not None:
+        # a feature that is 0 in every sample gives its weight column a zero gradient in
+        # every batch whatever the scale (dW[:, j] = sum_n delta_n x_nj): those entries
+        # say nothing about the units, and SC104 reports the feature
+        left_out = weight.numel * idle / weight.shape[1]
+        numel -= left_out
+        zero = max(0.0, zero - left_out)
+    return _InputLayer(module, numel, zero, rms, names, idle)
+
+
+def _idle_features(ctx: Context, module: str, weight: GradientStats | None) -> int:
+    """How many features of the input the input layer's weight consumes column by column
+    (``weight.shape[1]`` features: a linear layer's inputs, a convolution's channels) were
+    exactly 0 in every measured sample (0 when the columns and the features measured do
+    not correspond)."""
+    if weight is None or len(weight.shape) < 2:
+        return 0
+    for inp in ctx.measurements.inputs:
+        if inp.consumer != module or inp.kind != "feature":
+            continue
+        features = inp.judged
+        if len(features) != weight.shape[1]:
+            return 0
+        return sum(1 for f in features if f.count and not f.nonfinite and f.min == 0 == f.max)
+    return 0
 
 
 @rule("SC301", "zero-gradient-at-input-layer", Severity.ERROR, "blocked", thresholds=(ZERO,))
@@ -42,7 +80,10 @@ def zero_gradient_at_input_layer(ctx: Context) -> Iterator[Finding]:
     What it does:
         Finds the layer that first consumes the model's input (traced through the
         forward) and measures, over all measured batches, the fraction of its
-        parameters' gradient entries that are exactly zero.
+        parameters' gradient entries that are exactly zero. The weight columns of input
+        features that are 0 in every sample (an image's background, a one-hot column
+        never seen) are left out: their gradient is zero whatever the scale, and SC104
+        reports those features.
 
     Why it matters:
         Exactly-zero gradients mean no optimizer step changes those weights: the network
@@ -57,22 +98,37 @@ def zero_gradient_at_input_layer(ctx: Context) -> Iterator[Finding]:
         Standardize the input so that the units it feeds start in their active range.
 
     Known problems:
-        Sparse inputs (most features zero in most samples) also produce zero gradient
-        columns; check the input findings first.
+        Sparse inputs (most features zero in most samples, not all) also produce zero
+        gradient columns in the batches where a feature is zero throughout; check the
+        input findings first. Features are matched to weight columns only when the layer
+        consumes them as measured: images ``[N, C, H, W]`` flattened into a linear layer
+        are measured per column of the image, and their blank pixels are counted.
     """
-    module, numel, zero, rms, names = _input_layer(ctx)
-    if numel == 0:
+    layer = _input_layer(ctx)
+    if layer.numel <= 0:
         return
-    frac = zero / numel
+    frac = layer.zero / layer.numel
     if frac <= ZERO.value:
         return
+    left_out = (
+        f" (not counting the weights of the {plural(layer.idle, 'input feature')} that "
+        f"{'is' if layer.idle == 1 else 'are'} 0 in every sample, SC104)"
+        if layer.idle
+        else ""
+    )
     yield zero_gradient_at_input_layer.finding(
         f"{pct(frac)} of the gradient entries of the input layer "
-        f"{ctx.measurements.label(module)} "
-        f"({', '.join(names)}) are exactly zero over the measured batches: those weights "
-        "cannot learn at any learning rate.",
-        where=module,
-        evidence={"zero_fraction": frac, "entries": numel, "parameters": names, "grad_rms": rms},
+        f"{ctx.measurements.label(layer.module)} "
+        f"({', '.join(layer.names)}) are exactly zero over the measured batches{left_out}: "
+        "those weights cannot learn at any learning rate.",
+        where=layer.module,
+        evidence={
+            "zero_fraction": frac,
+            "entries": round(layer.numel),
+            "parameters": layer.names,
+            "grad_rms": layer.rms,
+            "idle_features": layer.idle,
+        },
         fix=Fix(
             summary="Standardize the input so the first layer's units pass gradient.",
             code="model = torch.nn.Sequential(report.standardizer(), model)",
@@ -111,17 +167,18 @@ def vanishing_gradient_at_input_layer(ctx: Context) -> Iterator[Finding]:
         A model whose loss is already near zero also has tiny gradients; this rule is
         meant for a model before training.
     """
-    module, numel, zero, rms, names = _input_layer(ctx)
-    if numel == 0 or rms is None or zero / numel > ZERO.value:
+    layer = _input_layer(ctx)
+    rms = layer.rms
+    if layer.numel <= 0 or rms is None or layer.zero / layer.numel > ZERO.value:
         return
     if rms >= ADAM_EPS.value:
         return
     yield vanishing_gradient_at_input_layer.finding(
-        f"The weight gradient of the input layer {ctx.measurements.label(module)} has an RMS "
-        f"entry of {num(rms)}, below "
+        f"The weight gradient of the input layer {ctx.measurements.label(layer.module)} has "
+        f"an RMS entry of {num(rms)}, below "
         f"Adam's epsilon {num(ADAM_EPS.value)}: its updates are vanishingly small.",
-        where=module,
-        evidence={"grad_rms": rms, "parameters": names},
+        where=layer.module,
+        evidence={"grad_rms": rms, "parameters": layer.names},
         fix=Fix(
             summary="Standardize the input.",
             code="model = torch.nn.Sequential(report.standardizer(), model)",
