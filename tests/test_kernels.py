@@ -752,3 +752,26 @@ def test_the_device_path_streams_like_numpy_over_the_finite_values(case, as_floa
     )
     np.testing.assert_array_equal(m.min.numpy(), ref.min(0).data)
     np.testing.assert_array_equal(m.max.numpy(), ref.max(0).data)
+
+
+def test_the_condition_number_of_a_wide_input_is_over_features_that_vary():
+    """The Gram matrix is kept for 64 features of a wider input: the first that vary, not
+    the first 64. A flattened image's first 64 pixels are its blank top rows; before, the
+    input's condition number read inf (no varying feature among them)."""
+    import scalecheck
+
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(4):
+        x = torch.zeros(32, 100)
+        x[:, 70:] = torch.rand(32, 30, generator=g) * 255  # 70 blank features, then 30
+        batches.append((x, torch.randn(32, 1, generator=g)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(100, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    (inp,) = scalecheck.diagnose(model, batches, trial=False, strict=True).inputs
+    data = torch.cat([x for x, _ in batches]).double()[:, 70:]
+    raw, standardized = kappa_from_gram(batch_gram(data, data.mean(0)))
+    assert inp.gram_features == 64
+    assert inp.kappa == pytest.approx(raw, rel=1e-6)
+    assert inp.kappa_standardized == pytest.approx(standardized, rel=1e-6)

@@ -154,8 +154,9 @@ class InputStats:
             ``"ignored"`` (an integer/bool tensor the model never turns into numbers,
             such as a mask).
         feature_axis: the dimension that indexes features (None: the whole tensor is one).
-        kappa: condition number of the second-moment matrix of ``[x, 1]`` over the first
-            ``gram_features`` features, as measured.
+        kappa: condition number of the second-moment matrix of ``[x, 1]`` over
+            ``gram_features`` features, as measured (all of them up to 64; of a wider
+            input, the first 64 that vary in the first batch).
         kappa_standardized: the same after standardizing each feature (computed exactly
             from the same state).
         consumer: module that first consumes the input (the *input layer*), and its op.

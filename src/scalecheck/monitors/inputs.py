@@ -7,8 +7,9 @@ reduced in float32 for float32 data, to about 1e-6 relative, see
 ranges say the variances would leave float32's range, see :data:`FLOAT32_RANGE`) with
 non-finite values excluded and counted, exact min, max and zero count, the moments of
 ``ln x`` over the positive values (for the log-transform fix), and a shifted Gram matrix of
-``[x_1 .. x_k]`` for the first :data:`MAX_GRAM_FEATURES` features, from which the condition
-number of the second-moment matrix of ``[x, 1]`` is computed raw and standardized.
+``[x_1 .. x_k]`` for up to :data:`MAX_GRAM_FEATURES` features (of a wider input, the first
+that vary in the first batch: see :func:`_gram_columns`), from which the condition number of
+the second-moment matrix of ``[x, 1]`` is computed raw and standardized.
 
 Features are the columns of ``[N, F]``, the channels of ``[N, C, ...]`` (when the model's first
 layer is a convolution or batch norm) and the last dimension of ``[N, T, F]`` otherwise. When
@@ -32,6 +33,7 @@ from ..errors import BatchError
 from ..measurements import FeatureStats, InputStats, feature_kappa
 from ._host import HostMoments, host_moments
 from ._kernels import Accumulator, Gram, GramAccumulator, Pending, Workspace
+from ._transfer import to_device
 
 __all__ = ["MAX_GRAM_FEATURES", "InputMonitor", "InputPlan", "feature_axis", "kappa_from_gram"]
 
@@ -87,11 +89,47 @@ class _State:
         self.log_moments = Accumulator(f, device, workspace=workspace)
         self.gram_features = min(f, MAX_GRAM_FEATURES)
         self.gram: GramAccumulator | None = None
+        # the features the Gram matrix is kept for (None: the first gram_features)
+        self.gram_index: Tensor | None = None
         self.samples = 0
         self.reductions = 0
         self.log_wanted = True
         self.pending = Pending()
         self.wide: bool | None = None  # reduced in float64 (see FLOAT32_RANGE); None: unknown
+
+
+def _gram_columns(state: _State) -> Tensor | None:
+    """The features the second-moment matrix is kept for, when an input has more than
+    :data:`MAX_GRAM_FEATURES`: the first that vary in the first reduction (minimum below
+    maximum), then, if fewer vary, the first constant ones (which the condition number
+    leaves out). None: the first ``gram_features``, when those are the ones.
+
+    The first 64 features of a flattened image are its top rows, blank in every sample:
+    the matrix of those alone has no varying feature, and the input's condition number
+    read ``inf``. Called once, at the first reduction: one read of ``[F]`` flags, on any
+    device.
+
+    Example:
+        >>> plan = InputPlan("input", "feature", 1, 70, "float32", (4, 70))
+        >>> state = _State(plan, torch.device("cpu"), Workspace())
+        >>> x = torch.zeros(4, 70)
+        >>> x[:, 3:] = torch.arange(4.0).unsqueeze(1)  # features 0-2 never change
+        >>> state.moments.add(x, (0,))
+        >>> _gram_columns(state).tolist()[:5], len(_gram_columns(state))
+        ([3, 4, 5, 6, 7], 64)
+    """
+    features = int(state.moments.n.shape[0])
+    wanted = state.gram_features
+    if features <= wanted:
+        return None
+    varying = (state.moments.hi > state.moments.lo).tolist()
+    chosen = [i for i, v in enumerate(varying) if v][:wanted]
+    if len(chosen) < wanted:
+        constant = [i for i, v in enumerate(varying) if not v]
+        chosen = sorted(chosen + constant[: wanted - len(chosen)])
+    if chosen == list(range(wanted)):
+        return None
+    return to_device(torch.tensor(chosen), state.moments.n.device)
 
 
 class InputMonitor:
@@ -205,17 +243,32 @@ class InputMonitor:
         if state.log_wanted:
             self._add_log(state, rows, dims, mask)
         if state.gram is None:
-            assert state.moments.shift is not None
-            shift = state.moments.shift[: state.gram_features].clone()
-            state.gram = GramAccumulator(state.gram_features, shift)
-        if mask is None and plan.axis == 1 and rows.dim() >= 3 and rows.is_contiguous():
+            shift = state.moments.shift
+            assert shift is not None
+            state.gram_index = _gram_columns(state)
+            index = state.gram_index
+            shift = shift[: state.gram_features] if index is None else shift.index_select(0, index)
+            state.gram = GramAccumulator(state.gram_features, shift.clone())
+        index = state.gram_index
+        if (
+            index is None
+            and mask is None
+            and plan.axis == 1
+            and rows.dim() >= 3
+            and rows.is_contiguous()
+        ):
             # channels first ([N, C, H, W]): no channels-last copy of the rows
             state.gram.add_channels(rows)
         else:
             g_rows = rows.movedim(plan.axis, -1) if plan.axis is not None else rows
             if mask is not None:
                 g_rows = torch.where(mask, g_rows.double(), math.nan)  # padded rows left out
-            state.gram.add(g_rows.reshape(-1, plan.features)[:, : state.gram_features])
+            columns = g_rows.reshape(-1, plan.features)
+            state.gram.add(
+                columns[:, : state.gram_features]
+                if index is None
+                else columns.index_select(1, index)
+            )
         state.reductions += 1
 
     @staticmethod
