@@ -115,3 +115,61 @@ def test_a_reshape_before_the_first_layer_keeps_the_default_axis():
     report = scalecheck.diagnose(Flat(), batches, trial=False, strict=True)
     (inp,) = report.inputs
     assert inp.feature_axis == 1 and len(inp.features) == 768
+
+
+class _FlatClassifier(nn.Module):
+    """MNIST's classifier: the image flattened whole into a linear layer (by a module, or
+    by ``x.view`` in ``forward``)."""
+
+    def __init__(self, pixels: int, by_view: bool) -> None:
+        super().__init__()
+        self.by_view = by_view
+        self.flatten = nn.Flatten()
+        self.net = nn.Sequential(nn.Linear(pixels, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.view(x.shape[0], -1) if self.by_view else self.flatten(x))
+
+
+@pytest.mark.parametrize("by_view", [False, True], ids=["Flatten", "view"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_an_image_flattened_into_a_linear_layer_is_measured_per_channel(channels, by_view):
+    """Before, the features were the image's last dimension: 8 columns of an 8 x 8 image,
+    and a standardizer per column. Now the channels, as a convolution's (and torchvision's
+    Normalize) take them, and the fitted standardizer in front makes the report ok."""
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([255.0, 1.0, 1000.0])[:channels].view(1, channels, 1, 1)
+    batches = [
+        (
+            torch.rand(16, channels, 8, 8, generator=g) * scale,
+            torch.randint(0, 10, (16,), generator=g),
+        )
+        for _ in range(4)
+    ]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = _FlatClassifier(channels * 64, by_view)
+    report = scalecheck.diagnose(model, batches, trial=False, strict=True)
+    (inp,) = report.inputs
+    assert inp.feature_axis == 1 and len(inp.features) == channels
+    data = torch.cat([x for x, _ in batches]).double()
+    for c, f in enumerate(inp.features):
+        assert f.max == pytest.approx(float(data[:, c].max()))
+        assert f.mean == pytest.approx(float(data[:, c].mean()))
+    assert "SC101" in report.codes()
+    fixed = nn.Sequential(report.standardizer(), model)
+    assert scalecheck.diagnose(fixed, batches, trial=False, strict=True).verdict == (
+        scalecheck.Verdict.OK
+    )
+
+
+def test_a_sequence_flattened_into_a_linear_layer_keeps_its_last_axis():
+    """Only images and volumes take their channels: ``[N, T, F]`` flattened into a linear
+    layer is still measured along F."""
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randn(16, 5, 3, generator=g), torch.randn(16, 1, generator=g)) for _ in range(3)
+    ]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(15, 8), nn.Tanh(), nn.Linear(8, 1))
+    (inp,) = scalecheck.diagnose(model, batches, trial=False, strict=True).inputs
+    assert inp.feature_axis == 2 and len(inp.features) == 3

@@ -250,13 +250,15 @@ class Consumer:
     ``raw_axis``: the input's dimension that became this layer's feature dimension (its
     channels for a convolution, its last dimension for a linear layer), followed through
     the permutes, transposes and elementwise operations before it; None where a reshape
-    or another operation lost the correspondence.
+    or another operation lost the correspondence. ``fed_shape``: the shape of the tensor
+    the layer received (``[N, 784]`` for an ``[N, 1, 28, 28]`` batch flattened).
     """
 
     op: str
     module: str
     params: tuple[str, ...]
     raw_axis: int | None = None
+    fed_shape: tuple[int, ...] = ()
 
 
 @dataclass
@@ -657,7 +659,7 @@ class ActivationMonitor:
                 for src, name in raw:
                     if name not in self.structure.consumers:
                         self.structure.consumers[name] = Consumer(
-                            kind, module, params, self._raw_axis(src, kind)
+                            kind, module, params, self._raw_axis(src, kind), tuple(src.shape)
                         )
                         self.structure.layer_params.update(params)
                         if (

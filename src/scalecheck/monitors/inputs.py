@@ -12,7 +12,9 @@ that vary in the first batch: see :func:`_gram_columns`), from which the conditi
 the second-moment matrix of ``[x, 1]`` is computed raw and standardized.
 
 Features are the columns of ``[N, F]``, the channels of ``[N, C, ...]`` (when the model's first
-layer is a convolution or batch norm) and the last dimension of ``[N, T, F]`` otherwise. When
+layer is a convolution or batch norm, or a linear layer that receives an image ``[N, C, H,
+W]`` flattened whole, as ``torchvision.transforms.Normalize`` takes them) and the last
+dimension of ``[N, T, F]`` otherwise. When
 the model permutes its input before that layer (``[N, H, W, C]`` images permuted for a
 convolution, ``[N, F, T]`` sequences transposed for a linear layer), the features are the
 input dimension that becomes the layer's own (``Consumer.raw_axis``, traced on the first

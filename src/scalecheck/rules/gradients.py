@@ -102,7 +102,7 @@ def zero_gradient_at_input_layer(ctx: Context) -> Iterator[Finding]:
         gradient columns in the batches where a feature is zero throughout; check the
         input findings first. Features are matched to weight columns only when the layer
         consumes them as measured: images ``[N, C, H, W]`` flattened into a linear layer
-        are measured per column of the image, and their blank pixels are counted.
+        are measured per channel, and their blank pixels are counted.
     """
     layer = _input_layer(ctx)
     if layer.numel <= 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from .._validation import describe
 from ..batches._adapter import BatchAdapter, ModelCall, describe_batch
 from ..errors import LoaderError, ModelError, ScaleCheckError
 from ..measurements import Measurements
-from ..monitors.activations import ActivationMonitor
+from ..monitors.activations import ActivationMonitor, Consumer
 from ..monitors.gradients import GradientMonitor
 from ..monitors.inputs import InputMonitor, InputPlan, feature_axis
 from ..monitors.loss import LossMonitor
@@ -272,7 +273,9 @@ def _plan(
     structure = activations.structure
     for name, seen in activations.pending_seen.items():
         consumer = structure.consumers.get(name)
-        channels_first = consumer is not None and consumer.op in _CHANNELS_FIRST_OPS
+        channels_first = consumer is not None and (
+            consumer.op in _CHANNELS_FIRST_OPS or _flattened_image(consumer, seen)
+        )
         inputs.add_seen(name, seen, channels_first)
         inputs.update_seen(name, seen, index)
     activations.pending_seen.clear()
@@ -292,7 +295,9 @@ def _plan(
             kind = "feature"
         else:
             kind = "ignored"
-        channels_first = consumer is not None and consumer.op in _CHANNELS_FIRST_OPS
+        channels_first = consumer is not None and (
+            consumer.op in _CHANNELS_FIRST_OPS or _flattened_image(consumer, t)
+        )
         axis = feature_axis(t, channels_first)
         if consumer is not None and consumer.raw_axis is not None and axis is not None:
             # the model permutes its input before the first layer (an image batch
@@ -316,6 +321,29 @@ def _plan(
                 layer_params.update(consumer.params)
     share_features = feature_counts[0] if len(feature_counts) == 1 else 0
     gradients.watch_input_layer(layer_params, share_features)
+
+
+def _flattened_image(consumer: Consumer, t: Tensor) -> bool:
+    """Whether *t*, an image batch ``[N, C, H, W]`` (or a volume ``[N, C, D, H, W]``),
+    reaches its first linear layer flattened whole (``nn.Flatten()`` then ``nn.Linear``,
+    the MNIST classifier's layout). Its features are then its channels, as for a
+    convolution and as ``torchvision.transforms.Normalize`` takes them: measured along
+    the last dimension, they were the image's columns (28 "features" of a 28 x 28 image,
+    and a standardizer per column).
+
+    Example:
+        >>> c = Consumer("linear", "1", ("1.weight",), None, (8, 784))
+        >>> _flattened_image(c, torch.zeros(8, 1, 28, 28)), _flattened_image(c, torch.zeros(8, 784))
+        (True, False)
+    """
+    fed = consumer.fed_shape
+    return (
+        consumer.op == "linear"
+        and t.dim() in (4, 5)
+        and len(fed) == 2
+        and fed[0] == t.shape[0]
+        and fed[1] == math.prod(t.shape[1:])
+    )
 
 
 #: Inputs that are never features, whatever their dtype: masks and ids by name (Hugging
