@@ -343,11 +343,36 @@ def test_a_saturated_input_layer_is_still_blocked_next_to_blank_features():
         _classifier(10, nn.Tanh), _with_blank_features(1e5, 6), trial=False, strict=True
     )
     (sc301,) = [f for f in report.findings if f.code == "SC301"]
-    assert "not counting the weights of the 6 input features that are 0 in every sample" in (
-        sc301.message
-    )
+    assert "not counting the weights of the 6 inputs that are 0 in every sample" in (sc301.message)
     assert sc301.evidence["idle_features"] == 6
     # judged over the 4 measured columns (and the bias): 16 x 4 + 16 entries
     assert sc301.evidence["entries"] == 16 * 4 + 16
     assert sc301.evidence["zero_fraction"] > 0.5
     assert report.verdict == scalecheck.Verdict.STALLING
+
+
+def test_the_blank_border_of_a_flattened_image_does_not_count_as_a_blocked_input_layer():
+    """An MNIST-like digit: ink in the centre, a border 0 in every image, flattened into a
+    linear layer (measured per channel). The border's weight columns are left out of SC301
+    (before: '76% of the gradient entries are exactly zero', an error, on well-scaled
+    images), the count of blank positions reaches the report and survives JSON."""
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(4):
+        x = torch.zeros(32, 1, 12, 12)
+        x[:, :, 3:9, 4:8] = torch.rand(32, 1, 6, 4, generator=g)
+        batches.append((x, torch.randint(0, 10, (32,), generator=g)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(144, 32), nn.ReLU(), nn.Linear(32, 10))
+    report = scalecheck.diagnose(model, batches, trial=False, strict=True)
+    (inp,) = report.inputs
+    assert inp.blank_positions == 144 - 24
+    assert "SC301" not in report.codes() and report.verdict == scalecheck.Verdict.OK
+    (weight,) = [g for g in report.gradients if g.input_layer and len(g.shape) == 2]
+    assert weight.zero_fraction is not None and weight.zero_fraction >= 120 / 144
+    again = scalecheck.Report.from_json(report.to_json())
+    assert again.inputs[0].blank_positions == 120
+    plain = report.to_dict()
+    del plain["measurements"]["inputs"][0]["blank_positions"]  # a report from an older version
+    assert scalecheck.Report.from_dict(plain).inputs[0].blank_positions is None

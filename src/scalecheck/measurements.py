@@ -167,6 +167,10 @@ class InputStats:
             per-feature statistics of what that layer really receives (the rules judge
             these; the fix is still fitted on the raw input).
         seen_kappa: condition number of ``[x, 1]`` for what the first layer receives.
+        blank_positions: for an image flattened whole into the first linear layer (its
+            features are then its channels), how many of its ``C x H x W`` positions were
+            exactly 0 in every sample (their weight columns never get a gradient; SC301
+            leaves them out); None for other inputs.
     """
 
     name: str
@@ -185,6 +189,7 @@ class InputStats:
     transformed_by: tuple[str, ...] = ()
     seen_by_layer: tuple[FeatureStats, ...] = ()
     seen_kappa: float | None = None
+    blank_positions: int | None = None
 
     @property
     def judged(self) -> tuple[FeatureStats, ...]:

@@ -64,6 +64,9 @@ class InputPlan:
     features: int
     dtype: str
     shape: tuple[int, ...]
+    #: positions per sample whose all-zero columns are counted (an image flattened into a
+    #: linear layer: C x H x W); 0: not counted
+    positions: int = 0
 
 
 def feature_axis(x: Tensor, channels_first: bool) -> int | None:
@@ -97,6 +100,7 @@ class _State:
         self.reductions = 0
         self.log_wanted = True
         self.pending = Pending()
+        self.nonzero_positions: Tensor | None = None  # [positions] bool: ever non-zero
         self.wide: bool | None = None  # reduced in float64 (see FLOAT32_RANGE); None: unknown
 
 
@@ -210,6 +214,12 @@ class InputMonitor:
         ):
             mask = valid.reshape(*valid.shape, *([1] * (rows.dim() - 2)))
         state.samples += x.shape[0] if x.dim() > 0 else 1
+        if plan.positions:
+            hit = x.reshape(x.shape[0], -1).ne(0).any(0)  # NaN and inf count as non-zero
+            if state.nonzero_positions is None:
+                state.nonzero_positions = hit
+            else:
+                state.nonzero_positions.logical_or_(hit)
         if state.pending.accepts(rows, mask):
             # small batches are copied (the loader may reuse its buffers) and reduced
             # together: see Pending
@@ -356,9 +366,17 @@ class InputMonitor:
                     transformed_by=tuple(transformed_by.get(name, ())),
                     seen_by_layer=seen,
                     seen_kappa=seen_kappa,
+                    blank_positions=_blank(state),
                 )
             )
         return tuple(out)
+
+
+def _blank(state: _State | None) -> int | None:
+    """How many counted positions were 0 in every sample (None: not counted)."""
+    if state is None or state.nonzero_positions is None:
+        return None
+    return int(state.nonzero_positions.logical_not().sum())
 
 
 def _beyond_float32(rows: Tensor, dims: tuple[int, ...]) -> bool:

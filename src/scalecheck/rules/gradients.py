@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -57,19 +58,22 @@ def _input_layer(ctx: Context) -> _InputLayer:
 
 
 def _idle_features(ctx: Context, module: str, weight: GradientStats | None) -> int:
-    """How many features of the input the input layer's weight consumes column by column
-    (``weight.shape[1]`` features: a linear layer's inputs, a convolution's channels) were
-    exactly 0 in every measured sample (0 when the columns and the features measured do
-    not correspond)."""
+    """How many of the columns the input layer's weight consumes (``weight.shape[1]``: a
+    linear layer's inputs, a convolution's channels) were fed 0 in every measured sample:
+    features with a minimum and maximum of exactly 0, or, for an image flattened into a
+    linear layer, its blank positions (0 when the columns and what was measured do not
+    correspond)."""
     if weight is None or len(weight.shape) < 2:
         return 0
     for inp in ctx.measurements.inputs:
         if inp.consumer != module or inp.kind != "feature":
             continue
         features = inp.judged
-        if len(features) != weight.shape[1]:
-            return 0
-        return sum(1 for f in features if f.count and not f.nonfinite and f.min == 0 == f.max)
+        if len(features) == weight.shape[1]:
+            return sum(1 for f in features if f.count and not f.nonfinite and f.min == 0 == f.max)
+        if inp.blank_positions is not None and math.prod(inp.shape[1:]) == weight.shape[1]:
+            return inp.blank_positions
+        return 0
     return 0
 
 
@@ -80,10 +84,10 @@ def zero_gradient_at_input_layer(ctx: Context) -> Iterator[Finding]:
     What it does:
         Finds the layer that first consumes the model's input (traced through the
         forward) and measures, over all measured batches, the fraction of its
-        parameters' gradient entries that are exactly zero. The weight columns of input
-        features that are 0 in every sample (an image's background, a one-hot column
-        never seen) are left out: their gradient is zero whatever the scale, and SC104
-        reports those features.
+        parameters' gradient entries that are exactly zero. The weight columns fed 0 in
+        every sample are left out: input features that never leave 0 (a one-hot column
+        never seen; SC104 reports them) and the blank pixels of an image flattened into a
+        linear layer (an MNIST digit's border). Their gradient is zero whatever the scale.
 
     Why it matters:
         Exactly-zero gradients mean no optimizer step changes those weights: the network
@@ -100,9 +104,7 @@ def zero_gradient_at_input_layer(ctx: Context) -> Iterator[Finding]:
     Known problems:
         Sparse inputs (most features zero in most samples, not all) also produce zero
         gradient columns in the batches where a feature is zero throughout; check the
-        input findings first. Features are matched to weight columns only when the layer
-        consumes them as measured: images ``[N, C, H, W]`` flattened into a linear layer
-        are measured per channel, and their blank pixels are counted.
+        input findings first.
     """
     layer = _input_layer(ctx)
     if layer.numel <= 0:
@@ -111,8 +113,8 @@ def zero_gradient_at_input_layer(ctx: Context) -> Iterator[Finding]:
     if frac <= ZERO.value:
         return
     left_out = (
-        f" (not counting the weights of the {plural(layer.idle, 'input feature')} that "
-        f"{'is' if layer.idle == 1 else 'are'} 0 in every sample, SC104)"
+        f" (not counting the weights of the {plural(layer.idle, 'input')} that "
+        f"{'is' if layer.idle == 1 else 'are'} 0 in every sample)"
         if layer.idle
         else ""
     )

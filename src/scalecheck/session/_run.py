@@ -295,9 +295,8 @@ def _plan(
             kind = "feature"
         else:
             kind = "ignored"
-        channels_first = consumer is not None and (
-            consumer.op in _CHANNELS_FIRST_OPS or _flattened_image(consumer, t)
-        )
+        flattened = consumer is not None and _flattened_image(consumer, t)
+        channels_first = flattened or (consumer is not None and consumer.op in _CHANNELS_FIRST_OPS)
         axis = feature_axis(t, channels_first)
         if consumer is not None and consumer.raw_axis is not None and axis is not None:
             # the model permutes its input before the first layer (an image batch
@@ -313,6 +312,7 @@ def _plan(
                 features=features,
                 dtype=str(t.dtype).replace("torch.", ""),
                 shape=tuple(t.shape),
+                positions=math.prod(t.shape[1:]) if flattened and kind == "feature" else 0,
             )
         )
         if kind == "feature":
