@@ -173,3 +173,55 @@ def test_a_sequence_flattened_into_a_linear_layer_keeps_its_last_axis():
     model = nn.Sequential(nn.Flatten(), nn.Linear(15, 8), nn.Tanh(), nn.Linear(8, 1))
     (inp,) = scalecheck.diagnose(model, batches, trial=False, strict=True).inputs
     assert inp.feature_axis == 2 and len(inp.features) == 3
+
+
+def test_an_image_in_numpy_layout_flattened_into_a_linear_layer_keeps_its_channels_last():
+    """``[N, H, W, C]`` (numpy, PIL, TensorFlow) flattened whole: the last dimension is
+    the smaller one, so it stays the channels (measured along dimension 1, these were
+    the image's 8 rows, and the fitted standardizer left the report at_risk)."""
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([1.0, 100.0, 1000.0]).view(1, 1, 1, 3)
+    batches = [
+        (torch.rand(16, 8, 8, 3, generator=g) * scale, torch.randint(0, 10, (16,), generator=g))
+        for _ in range(4)
+    ]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = _FlatClassifier(192, by_view=False)
+    report = scalecheck.diagnose(model, batches, trial=False, strict=True)
+    (inp,) = report.inputs
+    assert inp.feature_axis == 3 and len(inp.features) == 3
+    assert inp.blank_positions == 0
+    fixed = nn.Sequential(report.standardizer(), model)
+    assert scalecheck.diagnose(fixed, batches, trial=False, strict=True).verdict == (
+        scalecheck.Verdict.OK
+    )
+
+
+class _ScaledFlatClassifier(_FlatClassifier):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(((x - 0.5) / 0.25).flatten(1))
+
+
+def test_what_the_layer_receives_from_a_transformed_flattened_image_is_per_channel_too():
+    """``((x - 0.5) / 0.25).flatten(1)``: what the first layer receives is measured per
+    channel (viewed as the image), and the blank positions are counted there (the raw
+    input's zeros arrive as -2, not 0)."""
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(4):
+        x = torch.zeros(16, 2, 6, 6)
+        x[:, 0] = torch.rand(16, 6, 6, generator=g)
+        x[:, 1, 2:4, 2:4] = 0.5  # 0.5 becomes 0 after the model's transform...
+        x[:, 1, :, 5] = torch.rand(16, 6, generator=g)  # ...except in the last column
+        batches.append((x, torch.randint(0, 10, (16,), generator=g)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = _ScaledFlatClassifier(72, by_view=False)
+    (inp,) = scalecheck.diagnose(model, batches, trial=False, strict=True).inputs
+    assert len(inp.features) == 2 and len(inp.seen_by_layer) == 2
+    seen = torch.cat([(x - 0.5) / 0.25 for x, _ in batches]).double()
+    for c, f in enumerate(inp.seen_by_layer):
+        assert f.mean == pytest.approx(float(seen[:, c].mean()))
+        assert f.min == float(seen[:, c].min()) and f.max == float(seen[:, c].max())
+    assert inp.blank_positions == 4  # channel 1's centre: 0 after the transform

@@ -376,3 +376,19 @@ def test_the_blank_border_of_a_flattened_image_does_not_count_as_a_blocked_input
     plain = report.to_dict()
     del plain["measurements"]["inputs"][0]["blank_positions"]  # a report from an older version
     assert scalecheck.Report.from_dict(plain).inputs[0].blank_positions is None
+
+
+def test_sc302_judges_the_rms_of_the_columns_it_does_not_leave_out():
+    """The input layer's RMS gradient entry is taken over the columns SC301 judges: with 12
+    blank features of 16, over all of them it reads sqrt(4/16) = 0.5 of the judged
+    columns' (and a column of zeros would pull a gradient under Adam's epsilon)."""
+    from scalecheck.rules import gradients as rules
+
+    report = scalecheck.diagnose(
+        _classifier(16, nn.ReLU), _with_blank_features(1.0, 12), trial=False, strict=True
+    )
+    (weight,) = [g for g in report.gradients if g.input_layer and len(g.shape) == 2]
+    ctx = rules.Context(report.measurements)
+    layer = rules._input_layer(ctx)
+    assert layer.idle == 12
+    assert layer.rms == pytest.approx(weight.grad_rms * 2.0)

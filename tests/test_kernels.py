@@ -775,3 +775,15 @@ def test_the_condition_number_of_a_wide_input_is_over_features_that_vary():
     assert inp.gram_features == 64
     assert inp.kappa == pytest.approx(raw, rel=1e-6)
     assert inp.kappa_standardized == pytest.approx(standardized, rel=1e-6)
+
+
+def test_the_device_path_counts_exactly_beyond_float32_integers():
+    """2^24 + 3 values of one feature in one batch (a [256, 3, 299, 299] batch holds 2.3e7
+    per channel): float32 counts stop being exact at 2^24, and the fold subtracted them
+    from exact totals (non-finite -1, zeros -1 on clean data)."""
+    acc = Accumulator(1)
+    acc.add(torch.ones(4, 1), (0,))  # the first batch sets the shift
+    acc._add_finite(torch.ones(2**24 + 3, 1), (0,))
+    m = acc.moments()
+    assert m.n.tolist() == [2**24 + 7] and m.nonfinite.tolist() == [0.0]
+    assert m.zeros.tolist() == [0.0]

@@ -368,8 +368,11 @@ class BatchAdapter:
     def _move(self, t: Tensor) -> Tensor:
         """*t* on the model's device. A pinned host tensor (``DataLoader(pin_memory=True)``)
         goes to a CUDA device without the host waiting for the device, as a training loop's
-        ``x.to(device, non_blocking=True)`` does; torch's caching host allocator keeps its
-        memory until the copy has run. Other copies are the plain, blocking ones."""
+        ``x.to(device, non_blocking=True)`` does, under the same condition: the loader does
+        not write into that pinned tensor again while the copy is queued (the DataLoader's
+        pin-memory thread pins a new tensor per batch, and torch's caching host allocator
+        keeps freed pinned memory until the copies using it have run). Other copies are
+        the plain, blocking ones."""
         if t.device == self.device:
             return t
         pinned = self.device.type == "cuda" and t.device.type == "cpu" and t.is_pinned()

@@ -67,6 +67,9 @@ class InputPlan:
     #: positions per sample whose all-zero columns are counted (an image flattened into a
     #: linear layer: C x H x W); 0: not counted
     positions: int = 0
+    #: the per-sample shape each batch is viewed in first (what a layer receives as an
+    #: image flattened whole, viewed as the image); None: as it comes
+    view: tuple[int, ...] | None = None
 
 
 def feature_axis(x: Tensor, channels_first: bool) -> int | None:
@@ -159,19 +162,41 @@ class InputMonitor:
         if plan.kind == "feature":
             self._states[plan.name] = _State(plan, self.device, self.workspace)
 
-    def add_seen(self, name: str, x: Tensor, channels_first: bool) -> None:
+    def add_seen(
+        self,
+        name: str,
+        x: Tensor,
+        channels_first: bool,
+        image: tuple[tuple[int, ...], int] | None = None,
+    ) -> None:
         """Also measure what the first layer receives from input *name* (the model
-        transforms that input before its first layer, e.g. ``x / 255``)."""
-        axis = feature_axis(x, channels_first)
-        features = 1 if axis is None else int(x.shape[axis])
-        plan = InputPlan(
-            name=name,
-            kind="feature",
-            axis=axis,
-            features=features,
-            dtype=str(x.dtype).replace("torch.", ""),
-            shape=tuple(x.shape),
-        )
+        transforms that input before its first layer, e.g. ``x / 255``).
+
+        *image*: the input's shape and channel dimension when the layer receives it as an
+        image flattened whole: what it receives is then viewed in that shape, measured per
+        channel, and its blank positions are counted."""
+        if image is not None:
+            shape, axis = image
+            plan = InputPlan(
+                name=name,
+                kind="feature",
+                axis=axis,
+                features=int(shape[axis]),
+                dtype=str(x.dtype).replace("torch.", ""),
+                shape=shape,
+                positions=math.prod(shape[1:]),
+                view=shape[1:],
+            )
+        else:
+            axis = feature_axis(x, channels_first)
+            plan = InputPlan(
+                name=name,
+                kind="feature",
+                axis=axis,
+                features=1 if axis is None else int(x.shape[axis]),
+                dtype=str(x.dtype).replace("torch.", ""),
+                shape=tuple(x.shape),
+            )
         self._seen_plans[name] = plan
         self._seen[name] = _State(plan, self.device, self.workspace)
 
@@ -306,6 +331,8 @@ class InputMonitor:
     def _layout(
         self, plan: InputPlan, x: Tensor, batch_index: int
     ) -> tuple[Tensor, tuple[int, ...]]:
+        if plan.view is not None:
+            x = x.reshape(x.shape[0], *plan.view)
         if plan.axis is None:
             return x.reshape(-1, 1), (0,)
         if x.dim() <= plan.axis or x.shape[plan.axis] != plan.features:
@@ -366,17 +393,19 @@ class InputMonitor:
                     transformed_by=tuple(transformed_by.get(name, ())),
                     seen_by_layer=seen,
                     seen_kappa=seen_kappa,
-                    blank_positions=_blank(state),
+                    blank_positions=_blank_positions(self._seen.get(name), state),
                 )
             )
         return tuple(out)
 
 
-def _blank(state: _State | None) -> int | None:
-    """How many counted positions were 0 in every sample (None: not counted)."""
-    if state is None or state.nonzero_positions is None:
-        return None
-    return int(state.nonzero_positions.logical_not().sum())
+def _blank_positions(*states: _State | None) -> int | None:
+    """How many positions were 0 in every sample, from the first of *states* (what the
+    first layer receives, then the raw input) that counts them (None: none does)."""
+    for state in states:
+        if state is not None and state.nonzero_positions is not None:
+            return int(state.nonzero_positions.logical_not().sum())
+    return None
 
 
 def _beyond_float32(rows: Tensor, dims: tuple[int, ...]) -> bool:

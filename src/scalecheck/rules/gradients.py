@@ -33,7 +33,7 @@ class _InputLayer(NamedTuple):
     module: str
     numel: float  # gradient entries judged: those of always-zero input features left out
     zero: float  # entries of those exactly zero, summed as fractions over the batches
-    rms: float | None  # RMS entry of the weight's gradient
+    rms: float | None  # RMS entry of the weight's gradient (over the columns judged)
     names: list[str]
     idle: int  # input features that were exactly 0 in every measured sample
 
@@ -54,6 +54,9 @@ def _input_layer(ctx: Context) -> _InputLayer:
         left_out = weight.numel * idle / weight.shape[1]
         numel -= left_out
         zero = max(0.0, zero - left_out)
+        if rms is not None and weight.numel > left_out:
+            # the RMS entry of the other columns (the left-out ones are all 0)
+            rms *= math.sqrt(weight.numel / (weight.numel - left_out))
     return _InputLayer(module, numel, zero, rms, names, idle)
 
 

@@ -273,10 +273,15 @@ def _plan(
     structure = activations.structure
     for name, seen in activations.pending_seen.items():
         consumer = structure.consumers.get(name)
-        channels_first = consumer is not None and (
-            consumer.op in _CHANNELS_FIRST_OPS or _flattened_image(consumer, seen)
+        channels_first = consumer is not None and consumer.op in _CHANNELS_FIRST_OPS
+        raw = call.inputs.get(name)
+        image_axis = (
+            _flattened_image(consumer, raw) if consumer is not None and raw is not None else None
         )
-        inputs.add_seen(name, seen, channels_first)
+        # a transformed image flattened into the layer ((x / 255).flatten(1)): what the
+        # layer receives is measured per channel too, viewed in the input's layout
+        image = (tuple(raw.shape), image_axis) if raw is not None and image_axis else None
+        inputs.add_seen(name, seen, channels_first, image=image)
         inputs.update_seen(name, seen, index)
     activations.pending_seen.clear()
     activations.on_capture = inputs.update_seen
@@ -295,8 +300,10 @@ def _plan(
             kind = "feature"
         else:
             kind = "ignored"
-        flattened = consumer is not None and _flattened_image(consumer, t)
-        channels_first = flattened or (consumer is not None and consumer.op in _CHANNELS_FIRST_OPS)
+        image_axis = _flattened_image(consumer, t) if consumer is not None else None
+        channels_first = image_axis == 1 or (
+            consumer is not None and consumer.op in _CHANNELS_FIRST_OPS
+        )
         axis = feature_axis(t, channels_first)
         if consumer is not None and consumer.raw_axis is not None and axis is not None:
             # the model permutes its input before the first layer (an image batch
@@ -312,7 +319,11 @@ def _plan(
                 features=features,
                 dtype=str(t.dtype).replace("torch.", ""),
                 shape=tuple(t.shape),
-                positions=math.prod(t.shape[1:]) if flattened and kind == "feature" else 0,
+                # blank positions, counted where the layer receives the input unchanged
+                # (else on what it receives, see add_seen)
+                positions=math.prod(t.shape[1:])
+                if image_axis and kind == "feature" and name not in structure.transformed_by
+                else 0,
             )
         )
         if kind == "feature":
@@ -323,27 +334,35 @@ def _plan(
     gradients.watch_input_layer(layer_params, share_features)
 
 
-def _flattened_image(consumer: Consumer, t: Tensor) -> bool:
-    """Whether *t*, an image batch ``[N, C, H, W]`` (or a volume ``[N, C, D, H, W]``),
-    reaches its first linear layer flattened whole (``nn.Flatten()`` then ``nn.Linear``,
-    the MNIST classifier's layout). Its features are then its channels, as for a
-    convolution and as ``torchvision.transforms.Normalize`` takes them: measured along
-    the last dimension, they were the image's columns (28 "features" of a 28 x 28 image,
-    and a standardizer per column).
+def _flattened_image(consumer: Consumer, t: Tensor) -> int | None:
+    """The channel dimension of *t*, an image batch (``[N, C, H, W]`` or a volume ``[N, C,
+    D, H, W]``) that reaches its first linear layer flattened whole (``nn.Flatten()``
+    then ``nn.Linear``, the MNIST classifier's layout); None for other inputs.
+
+    Its features are then its channels, as for a convolution and as
+    ``torchvision.transforms.Normalize`` takes them: measured along the last dimension,
+    they were the image's columns (28 "features" of a 28 x 28 image, and a standardizer
+    per column). The channels are dimension 1 (torch's layout) unless the last dimension
+    is the smaller one (numpy's and PIL's ``[N, H, W, C]``), which is then measured as
+    before.
 
     Example:
         >>> c = Consumer("linear", "1", ("1.weight",), None, (8, 784))
         >>> _flattened_image(c, torch.zeros(8, 1, 28, 28)), _flattened_image(c, torch.zeros(8, 784))
-        (True, False)
+        (1, None)
+        >>> _flattened_image(c, torch.zeros(8, 28, 28, 1))
+        3
     """
     fed = consumer.fed_shape
-    return (
+    if not (
         consumer.op == "linear"
         and t.dim() in (4, 5)
         and len(fed) == 2
         and fed[0] == t.shape[0]
         and fed[1] == math.prod(t.shape[1:])
-    )
+    ):
+        return None
+    return 1 if t.shape[1] <= t.shape[-1] else t.dim() - 1
 
 
 #: Inputs that are never features, whatever their dtype: masks and ids by name (Hugging
