@@ -80,6 +80,17 @@ def _data(*shapes: tuple[int, ...], count: int, scale: float = 1.0, labels: int 
     return out
 
 
+def _sparse(batches: list[Any]) -> list[Any]:
+    """*batches* with half the values of every feature exactly 0, and feature 0 blank."""
+    g = torch.Generator().manual_seed(2)
+    out = []
+    for x, y in batches:
+        x = x * (torch.rand(x.shape, generator=g) < 0.5)
+        x[:, 0] = 0.0
+        out.append((x, y))
+    return out
+
+
 # Each workload: a model builder and CPU batches. Badly scaled inputs, so that the rules
 # have something to say and the comparison covers findings, not only a clean report.
 WORKLOADS: dict[str, Callable[[], tuple[nn.Module, list[Any]]]] = {
@@ -91,6 +102,13 @@ WORKLOADS: dict[str, Callable[[], tuple[nn.Module, list[Any]]]] = {
             )
         ),
         _data((128, 8), (128, 1), count=12, scale=300.0),
+    ),
+    # exact zeros in half the values of every feature, a blank feature, and 80 features
+    # (the Gram matrix over the first 64 that vary): the device path's zero and finite
+    # counts and the Gram index against the CPU's
+    "sparse": lambda: (
+        _seeded(lambda: nn.Sequential(nn.Linear(80, 32), nn.ReLU(), nn.Linear(32, 1))),
+        _sparse(_data((64, 80), (64, 1), count=8, scale=30.0)),
     ),
     "cnn": lambda: (
         _seeded(
@@ -147,6 +165,7 @@ def test_the_device_measures_what_the_cpu_measures(name: str) -> None:
     assert sorted(on_device.codes()) == sorted(on_cpu.codes())
     # inputs: exact extremes (the same values), moments to float32 reduction order
     for a, b in zip(on_device.inputs, on_cpu.inputs, strict=True):
+        assert _close(a.kappa, b.kappa, 1e-3) and a.blank_positions == b.blank_positions
         assert (a.name, a.shape, a.feature_axis, a.samples) == (
             b.name,
             b.shape,
@@ -160,6 +179,7 @@ def test_the_device_measures_what_the_cpu_measures(name: str) -> None:
                 fb.count,
                 fb.nonfinite,
             )
+            assert fa.zero_fraction == fb.zero_fraction
             assert _close(fa.mean, fb.mean, 1e-5, 1e-6 * abs(fb.max or 1.0))
             assert _close(fa.std, fb.std, 1e-3, 1e-6 * abs(fb.max or 1.0))
     # activations: every site found on both, saturation within a few values of the
