@@ -375,3 +375,20 @@ def test_bad_input_is_explained(model, loader, options, error, pattern):
 
 def test_the_table_has_at_least_twenty_rows():
     assert len(ROWS) >= 20
+
+
+def test_batches_made_under_inference_mode_are_measured_and_the_user_is_told():
+    """A dataset built under ``torch.inference_mode()``: autograd cannot save its tensors
+    for the backward, so the forward stopped in the first layer with torch's error (a
+    ModelError). scalecheck measures copies and says why training on them would fail."""
+    import scalecheck
+    from scalecheck.reference import interpolation as ref
+
+    with torch.inference_mode():
+        loader = list(ref.make_loader(n=64, seed=0))
+    model = ref.make_model(seed=0)
+    report = scalecheck.diagnose(model, loader, trial=False, strict=True)
+    assert report.verdict == scalecheck.Verdict.STALLING
+    (note,) = [n for n in report.measurements.notes if "inference_mode" in n]
+    assert "training on them fails" in note and "torch.no_grad()" in note
+    assert all(x.is_inference() and y.is_inference() for x, y in loader)  # left as they were

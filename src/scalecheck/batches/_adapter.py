@@ -380,6 +380,15 @@ class BatchAdapter:
 
     def _tensor(self, value: Any, index: int, where: str) -> Tensor:
         if isinstance(value, Tensor):
+            if value.is_inference():
+                # autograd cannot save an inference tensor for the backward: the forward
+                # would stop inside the first layer. A copy made here is an ordinary tensor
+                self._note(
+                    "the batches hold tensors created under torch.inference_mode(), which "
+                    "autograd cannot use: scalecheck measured copies, but training on them "
+                    "fails (build them outside inference_mode, or under torch.no_grad())"
+                )
+                return value.clone()
             return value
         if (
             isinstance(value, np.ndarray)
