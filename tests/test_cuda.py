@@ -27,8 +27,8 @@ from torch import nn
 
 import scalecheck
 from scalecheck.reference import interpolation as ref
-from scalecheck.session import _run
 from scalecheck.trial import TrialOptions
+from test_device_reads import run_loop
 from test_reliability import assert_untouched, make, snapshot
 
 DEVICE = torch.device(os.environ.get("SCALECHECK_TEST_DEVICE", "cuda"))
@@ -279,39 +279,19 @@ def test_half_and_bfloat16_models_on_the_device() -> None:
 
 
 # -- no host synchronization inside the batch loop ----------------------------------------------
-class _LoopDone(Exception):
-    pass
-
-
 def _syncs_per_batch(
     monkeypatch: pytest.MonkeyPatch, model: nn.Module, batches: list[Any]
 ) -> dict[str, set[int]]:
     """Where (the file and line the warning names) CUDA's sync debug mode saw the host
     wait for the device, and in which batches; the results phase (which reads everything
     back, once) is cut off."""
-
-    def stop(*args: Any, **kwargs: Any) -> Any:
-        raise _LoopDone
-
-    monkeypatch.setattr(_run, "_results", stop)
     ends: list[int] = []  # how many warnings had been caught when each batch ended
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            with pytest.raises(_LoopDone):
-                _run.run_session(
-                    model,
-                    batches,
-                    loss_fn=None,
-                    prepare=None,
-                    max_batches=len(batches),
-                    seed=0,
-                    strict=True,
-                    keep_batches=False,
-                    tick=lambda: ends.append(len(caught)),
-                )
+            run_loop(monkeypatch, model, batches, tick=lambda: ends.append(len(caught)))
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert len(ends) == len(batches)
@@ -321,6 +301,11 @@ def _syncs_per_batch(
             batch = sum(1 for end in ends if end <= i)
             places.setdefault(f"{w.filename}:{w.lineno}", set()).add(batch)
     return places
+
+
+def _recurring(places: dict[str, set[int]]) -> dict[str, set[int]]:
+    """The places that made the host wait in more than one batch."""
+    return {place: found for place, found in places.items() if len(found) > 1}
 
 
 def _more(batches: list[Any], count: int) -> list[Any]:
@@ -335,8 +320,7 @@ def test_no_host_sync_in_the_batch_loop(name: str, monkeypatch: pytest.MonkeyPat
     model, batches = WORKLOADS[name]()
     model = model.to(DEVICE)
     places = _syncs_per_batch(monkeypatch, model, _on(DEVICE, _more(batches, 34)))
-    recurring = {place: found for place, found in places.items() if len(found) > 1}
-    assert recurring == {}, places
+    assert _recurring(places) == {}, places
 
 
 @needs_cuda
@@ -348,8 +332,7 @@ def test_pinned_host_batches_are_copied_without_a_sync(monkeypatch: pytest.Monke
     model = model.to(DEVICE)
     pinned = [tuple(t.pin_memory() for t in batch) for batch in _more(batches, 34)]
     places = _syncs_per_batch(monkeypatch, model, pinned)
-    recurring = {place: found for place, found in places.items() if len(found) > 1}
-    assert recurring == {}, places
+    assert _recurring(places) == {}, places
 
 
 @needs_cuda

@@ -19,6 +19,7 @@ same place in two batches of a 34-batch run (two folds of the stashed results in
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -112,17 +113,21 @@ class _LoopDone(Exception):
     pass
 
 
-def _loop_syncs(monkeypatch: pytest.MonkeyPatch, model: nn.Module, batches: list[Any]) -> Any:
+def run_loop(
+    monkeypatch: pytest.MonkeyPatch,
+    model: nn.Module,
+    batches: list[Any],
+    tick: Callable[[], None],
+) -> None:
+    """The session's batch loop over every batch of *batches* (*tick* after each), cut off
+    before the results phase, which reads everything back once. Also used by
+    ``test_cuda.py``."""
+
     def stop(*args: Any, **kwargs: Any) -> Any:
         raise _LoopDone
 
     monkeypatch.setattr(_run, "_results", stop)
-    reads = _Syncs()
-
-    def tick() -> None:
-        reads.batch += 1
-
-    with reads, pytest.raises(_LoopDone):
+    with pytest.raises(_LoopDone):
         _run.run_session(
             model,
             batches,
@@ -134,6 +139,16 @@ def _loop_syncs(monkeypatch: pytest.MonkeyPatch, model: nn.Module, batches: list
             keep_batches=False,
             tick=tick,
         )
+
+
+def _loop_syncs(monkeypatch: pytest.MonkeyPatch, model: nn.Module, batches: list[Any]) -> Any:
+    reads = _Syncs()
+
+    def tick() -> None:
+        reads.batch += 1
+
+    with reads:
+        run_loop(monkeypatch, model, batches, tick)
     assert reads.batch == len(batches)  # every batch went through the loop
     return reads.seen
 

@@ -64,9 +64,9 @@ class InputPlan:
     features: int
     dtype: str
     shape: tuple[int, ...]
-    #: positions per sample whose all-zero columns are counted (an image flattened into a
-    #: linear layer: C x H x W); 0: not counted
-    positions: int = 0
+    #: count the positions of each sample (C x H x W of an image flattened into a linear
+    #: layer) that are 0 in every sample
+    count_blank: bool = False
     #: the per-sample shape each batch is viewed in first (what a layer receives as an
     #: image flattened whole, viewed as the image); None: as it comes
     view: tuple[int, ...] | None = None
@@ -103,7 +103,7 @@ class _State:
         self.reductions = 0
         self.log_wanted = True
         self.pending = Pending()
-        self.nonzero_positions: Tensor | None = None  # [positions] bool: ever non-zero
+        self.nonzero_positions: Tensor | None = None  # [C x H x W] bool: ever non-zero
         self.wide: bool | None = None  # reduced in float64 (see FLOAT32_RANGE); None: unknown
 
 
@@ -139,6 +139,14 @@ def _gram_columns(state: _State) -> Tensor | None:
     if chosen == list(range(wanted)):
         return None
     return to_device(torch.tensor(chosen), state.moments.n.device)
+
+
+def _gram_part(state: _State, t: Tensor, dim: int) -> Tensor:
+    """The Gram matrix's features of *t* along *dim*: a view of the first
+    ``gram_features``, or those of ``state.gram_index``."""
+    if state.gram_index is None:
+        return t.narrow(dim, 0, state.gram_features)
+    return t.index_select(dim, state.gram_index)
 
 
 class InputMonitor:
@@ -177,26 +185,18 @@ class InputMonitor:
         channel, and its blank positions are counted."""
         if image is not None:
             shape, axis = image
-            plan = InputPlan(
-                name=name,
-                kind="feature",
-                axis=axis,
-                features=int(shape[axis]),
-                dtype=str(x.dtype).replace("torch.", ""),
-                shape=shape,
-                positions=math.prod(shape[1:]),
-                view=shape[1:],
-            )
         else:
-            axis = feature_axis(x, channels_first)
-            plan = InputPlan(
-                name=name,
-                kind="feature",
-                axis=axis,
-                features=1 if axis is None else int(x.shape[axis]),
-                dtype=str(x.dtype).replace("torch.", ""),
-                shape=tuple(x.shape),
-            )
+            shape, axis = tuple(x.shape), feature_axis(x, channels_first)
+        plan = InputPlan(
+            name=name,
+            kind="feature",
+            axis=axis,
+            features=1 if axis is None else int(shape[axis]),
+            dtype=str(x.dtype).replace("torch.", ""),
+            shape=shape,
+            count_blank=image is not None,
+            view=shape[1:] if image is not None else None,
+        )
         self._seen_plans[name] = plan
         self._seen[name] = _State(plan, self.device, self.workspace)
 
@@ -239,7 +239,7 @@ class InputMonitor:
         ):
             mask = valid.reshape(*valid.shape, *([1] * (rows.dim() - 2)))
         state.samples += x.shape[0] if x.dim() > 0 else 1
-        if plan.positions:
+        if plan.count_blank:
             hit = x.reshape(x.shape[0], -1).ne(0).any(0)  # NaN and inf count as non-zero
             if state.nonzero_positions is None:
                 state.nonzero_positions = hit
@@ -280,15 +280,12 @@ class InputMonitor:
         if state.log_wanted:
             self._add_log(state, rows, dims, mask)
         if state.gram is None:
-            shift = state.moments.shift
-            assert shift is not None
+            assert state.moments.shift is not None
             state.gram_index = _gram_columns(state)
-            index = state.gram_index
-            shift = shift[: state.gram_features] if index is None else shift.index_select(0, index)
-            state.gram = GramAccumulator(state.gram_features, shift.clone())
-        index = state.gram_index
+            shift = _gram_part(state, state.moments.shift, 0).clone()
+            state.gram = GramAccumulator(state.gram_features, shift)
         if (
-            index is None
+            state.gram_index is None
             and mask is None
             and plan.axis == 1
             and rows.dim() >= 3
@@ -300,12 +297,7 @@ class InputMonitor:
             g_rows = rows.movedim(plan.axis, -1) if plan.axis is not None else rows
             if mask is not None:
                 g_rows = torch.where(mask, g_rows.double(), math.nan)  # padded rows left out
-            columns = g_rows.reshape(-1, plan.features)
-            state.gram.add(
-                columns[:, : state.gram_features]
-                if index is None
-                else columns.index_select(1, index)
-            )
+            state.gram.add(_gram_part(state, g_rows.reshape(-1, plan.features), 1))
         state.reductions += 1
 
     @staticmethod

@@ -275,9 +275,7 @@ def _plan(
         consumer = structure.consumers.get(name)
         channels_first = consumer is not None and consumer.op in _CHANNELS_FIRST_OPS
         raw = call.inputs.get(name)
-        image_axis = (
-            _flattened_image(consumer, raw) if consumer is not None and raw is not None else None
-        )
+        image_axis = _flattened_image(consumer, raw)
         # a transformed image flattened into the layer ((x / 255).flatten(1)): what the
         # layer receives is measured per channel too, viewed in the input's layout
         image = (tuple(raw.shape), image_axis) if raw is not None and image_axis else None
@@ -300,7 +298,7 @@ def _plan(
             kind = "feature"
         else:
             kind = "ignored"
-        image_axis = _flattened_image(consumer, t) if consumer is not None else None
+        image_axis = _flattened_image(consumer, t)
         channels_first = image_axis == 1 or (
             consumer is not None and consumer.op in _CHANNELS_FIRST_OPS
         )
@@ -321,9 +319,9 @@ def _plan(
                 shape=tuple(t.shape),
                 # blank positions, counted where the layer receives the input unchanged
                 # (else on what it receives, see add_seen)
-                positions=math.prod(t.shape[1:])
-                if image_axis and kind == "feature" and name not in structure.transformed_by
-                else 0,
+                count_blank=bool(image_axis)
+                and kind == "feature"
+                and name not in structure.transformed_by,
             )
         )
         if kind == "feature":
@@ -334,10 +332,11 @@ def _plan(
     gradients.watch_input_layer(layer_params, share_features)
 
 
-def _flattened_image(consumer: Consumer, t: Tensor) -> int | None:
+def _flattened_image(consumer: Consumer | None, t: Tensor | None) -> int | None:
     """The channel dimension of *t*, an image batch (``[N, C, H, W]`` or a volume ``[N, C,
     D, H, W]``) that reaches its first linear layer flattened whole (``nn.Flatten()``
-    then ``nn.Linear``, the MNIST classifier's layout); None for other inputs.
+    then ``nn.Linear``, the MNIST classifier's layout); None for other inputs (and
+    without a consumer or a tensor).
 
     Its features are then its channels, as for a convolution and as
     ``torchvision.transforms.Normalize`` takes them: measured along the last dimension,
@@ -353,6 +352,8 @@ def _flattened_image(consumer: Consumer, t: Tensor) -> int | None:
         >>> _flattened_image(c, torch.zeros(8, 28, 28, 1))
         3
     """
+    if consumer is None or t is None:
+        return None
     fed = consumer.fed_shape
     if not (
         consumer.op == "linear"
